@@ -64,7 +64,11 @@ class LlamaCppBackend:
 
     def stream(self, messages: list[Message]) -> Iterator[str]:
         chunks = self.llm.create_chat_completion(
-            messages, stream=True, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature
+            messages,
+            stream=True,
+            max_tokens=self.cfg.max_tokens,
+            temperature=self.cfg.temperature,
+            repeat_penalty=self.cfg.repeat_penalty,
         )
         for chunk in chunks:
             delta = chunk["choices"][0]["delta"].get("content")

@@ -46,6 +46,7 @@ class LlmConfig(_Strict):
     )
     max_tokens: int = Field(120, ge=1, le=2048)
     temperature: float = Field(0.6, ge=0.0, le=2.0)
+    repeat_penalty: float = Field(1.15, ge=1.0, le=2.0, description="small models loop without it")
     history_turns: int = Field(6, ge=0, description="user/assistant pairs kept per conversation")
     n_ctx: int = 2048
     n_threads: int = 2

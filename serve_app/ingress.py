@@ -41,6 +41,77 @@ def new_id() -> str:
     return secrets.token_urlsafe(12)
 
 
+class WsSession:
+    """One browser connection: reads client messages, runs at most one turn at a time.
+
+    Defined before Ingress: @serve.ingress captures the class and what it refers to when it runs."""
+
+    def __init__(self, websocket: WebSocket, conv: Conversation, ingress: "Ingress"):
+        self.websocket, self.conv, self.ingress = websocket, conv, ingress
+        self.turn: asyncio.Task | None = None
+        self._send_lock = asyncio.Lock()  # a segment's JSON and its bytes go out back to back
+
+    async def send(self, event: dict, data: bytes | None = None) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(json.dumps(event))
+            if data is not None:
+                await self.websocket.send_bytes(data)
+
+    async def serve(self) -> None:
+        limits = self.ingress.cfg.limits
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                data = message["bytes"]
+                if len(data) > limits.max_upload_bytes:
+                    await self.send(error_event("upload_too_large", "the audio message is too large"))
+                    continue
+                try:
+                    pcm = await asyncio.to_thread(decode_audio, data, limits.max_audio_s)
+                except MediaError as exc:
+                    await self.send(error_event(exc.code, exc.message))
+                    continue
+                await self.cancel_turn()
+                self.turn = asyncio.create_task(self.run(pcm))
+            else:
+                await self.control(message.get("text") or "")
+
+    async def control(self, text: str) -> None:
+        try:
+            msg = json.loads(text)
+            kind = msg["type"] if isinstance(msg, dict) else None
+        except (json.JSONDecodeError, KeyError):
+            kind = None
+        if kind == "cancel":
+            await self.cancel_turn()
+        elif kind == "ping":
+            await self.send({"type": "pong"})
+        else:
+            await self.send(error_event("bad_message", "expected JSON {\"type\": \"cancel\" | \"ping\"}"))
+
+    async def run(self, pcm) -> None:
+        turn_id = new_id()
+        timeout = self.ingress.cfg.limits.stage_timeout_s
+        try:
+            async for event in run_turn(self.ingress.stages, self.conv, pcm, turn_id, timeout):
+                data = event.pop("data", None)
+                if data is not None:
+                    event["bytes"] = len(data)
+                await self.send(event, data)
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the client left mid-turn; run_turn's cleanup has cancelled the stages
+
+    async def cancel_turn(self, notify: bool = True) -> None:
+        if self.turn and not self.turn.done():
+            self.turn.cancel()
+            await asyncio.gather(self.turn, return_exceptions=True)
+            if notify:
+                await self.send({"type": "cancelled"})
+        self.turn = None
+
+
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1, "num_gpus": 0})
 @serve.ingress(app)
 class Ingress:
@@ -123,6 +194,14 @@ class Ingress:
             ndjson(), media_type="application/x-ndjson", headers={"X-Session-Id": session_id}
         )
 
+    @app.get("/api/v1/sessions/{session_id}")
+    async def session(self, session_id: str) -> Response:
+        """The conversation so far, as the LLM will see it on the next turn."""
+        conv = self.sessions.get(session_id) if _ID.match(session_id) else None
+        if conv is None:
+            return http_error(404, "session_not_found", "no such session (sessions expire)")
+        return JSONResponse({"session_id": conv.id, "messages": conv.history})
+
     @app.get("/api/v1/segments/{segment_id}")
     async def segment(self, segment_id: str) -> Response:
         found = self.segments.get(segment_id) if _ID.match(segment_id) else None
@@ -146,72 +225,3 @@ class Ingress:
             pass
         finally:
             await session.cancel_turn(notify=False)
-
-
-class WsSession:
-    """One browser connection: reads client messages, runs at most one turn at a time."""
-
-    def __init__(self, websocket: WebSocket, conv: Conversation, ingress: "Ingress"):
-        self.websocket, self.conv, self.ingress = websocket, conv, ingress
-        self.turn: asyncio.Task | None = None
-        self._send_lock = asyncio.Lock()  # a segment's JSON and its bytes go out back to back
-
-    async def send(self, event: dict, data: bytes | None = None) -> None:
-        async with self._send_lock:
-            await self.websocket.send_text(json.dumps(event))
-            if data is not None:
-                await self.websocket.send_bytes(data)
-
-    async def serve(self) -> None:
-        limits = self.ingress.cfg.limits
-        while True:
-            message = await self.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("bytes") is not None:
-                data = message["bytes"]
-                if len(data) > limits.max_upload_bytes:
-                    await self.send(error_event("upload_too_large", "the audio message is too large"))
-                    continue
-                try:
-                    pcm = await asyncio.to_thread(decode_audio, data, limits.max_audio_s)
-                except MediaError as exc:
-                    await self.send(error_event(exc.code, exc.message))
-                    continue
-                await self.cancel_turn()
-                self.turn = asyncio.create_task(self.run(pcm))
-            else:
-                await self.control(message.get("text") or "")
-
-    async def control(self, text: str) -> None:
-        try:
-            msg = json.loads(text)
-            kind = msg["type"] if isinstance(msg, dict) else None
-        except (json.JSONDecodeError, KeyError):
-            kind = None
-        if kind == "cancel":
-            await self.cancel_turn()
-        elif kind == "ping":
-            await self.send({"type": "pong"})
-        else:
-            await self.send(error_event("bad_message", "expected JSON {\"type\": \"cancel\" | \"ping\"}"))
-
-    async def run(self, pcm) -> None:
-        turn_id = new_id()
-        timeout = self.ingress.cfg.limits.stage_timeout_s
-        try:
-            async for event in run_turn(self.ingress.stages, self.conv, pcm, turn_id, timeout):
-                data = event.pop("data", None)
-                if data is not None:
-                    event["bytes"] = len(data)
-                await self.send(event, data)
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # the client left mid-turn; run_turn's cleanup has cancelled the stages
-
-    async def cancel_turn(self, notify: bool = True) -> None:
-        if self.turn and not self.turn.done():
-            self.turn.cancel()
-            await asyncio.gather(self.turn, return_exceptions=True)
-            if notify:
-                await self.send({"type": "cancelled"})
-        self.turn = None

@@ -1,0 +1,78 @@
+"""One real Ray cluster and one real deployment of the whole graph, shared by the test session."""
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 turns token auth on by default
+
+ROOT = Path(__file__).resolve().parent.parent
+MEDIA = ROOT.parent / "shared" / "media"
+JFK = MEDIA / "jfk.flac"
+JFK_WORDS = "ask not what your country can do for you"
+READY_DEADLINE_S = 240  # replicas load and warm their models before /healthz says ok
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(base_url: str, deadline_s: float = READY_DEADLINE_S) -> dict:
+    end = time.monotonic() + deadline_s
+    last = None
+    while time.monotonic() < end:
+        try:
+            r = httpx.get(f"{base_url}/healthz", timeout=5)
+            last = r.text
+            if r.status_code == 200:
+                return r.json()
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(1)
+    raise TimeoutError(f"the app did not become healthy in {deadline_s} s; last answer: {last}")
+
+
+def app_config():
+    """The app's config for tests: the defaults, but greedy decoding so replies are reproducible."""
+    from serve_app.config import AppConfig
+
+    return AppConfig.model_validate({"llm": {"temperature": 0.0}})
+
+
+@pytest.fixture(scope="session")
+def jfk_bytes() -> bytes:
+    return JFK.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def serve_app():
+    """Start Ray and Serve in this process, deploy the graph, wait until every stage is warm."""
+    import ray
+    from ray import serve
+
+    from serve_app.builder import build_app
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(app_config()), name="avatar", route_prefix="/")
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base_url)
+        yield base_url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def handles(serve_app):
+    from ray import serve
+
+    return {name: serve.get_deployment_handle(name, app_name="avatar") for name in ("ASR", "LLM", "TTS", "Animator")}
