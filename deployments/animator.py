@@ -20,6 +20,7 @@ import numpy as np
 from ray import serve
 
 from deployments.media import ASR_RATE, mux_segment, resample
+from deployments.procedural import AnimState, ProceduralAnimator
 from deployments.tts import Speech
 from serve_app.config import AnimatorConfig
 
@@ -41,26 +42,14 @@ class RenderedSegment:
     state: Any  # pass to the next call of the same conversation
 
 
-class ProceduralBackend:
-    """Landmarks once per avatar, then an audio-driven mesh warp, on CPU."""
+class ProceduralBackend(ProceduralAnimator):
+    """The embedded backend: landmarks once per avatar, then an audio-driven mesh warp, on CPU."""
 
     def __init__(self, cfg: AnimatorConfig):
-        from deployments.procedural import AnimState, ProceduralAnimator
+        super().__init__(fps=cfg.fps, seed=cfg.seed)
 
-        self._animator = ProceduralAnimator(fps=cfg.fps, seed=cfg.seed)
-        self._new_state = AnimState
-
-    def prepare_avatar(self, image_rgb: np.ndarray) -> Any:
-        return self._animator.prepare_avatar(image_rgb)
-
-    def new_state(self) -> Any:
-        return self._new_state()
-
-    def render(self, avatar: Any, audio_16k: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-        return self._animator.render(avatar, audio_16k, state)
-
-    def idle(self, avatar: Any, n_frames: int, state: Any) -> tuple[np.ndarray, Any]:
-        return self._animator.idle(avatar, n_frames, state)
+    def new_state(self) -> AnimState:
+        return AnimState()
 
 
 def read_image(path: str) -> np.ndarray:

@@ -10,6 +10,7 @@ import io
 from dataclasses import dataclass
 
 import av
+import cv2
 import numpy as np
 
 ASR_RATE = 16_000
@@ -114,6 +115,8 @@ def mux_segment(
     and video of every segment have the same length and consecutive segments stay in sync.
     """
     n, height, width, _ = frames.shape
+    if height % 2 or width % 2:
+        raise ValueError("frames need even width and height for yuv420p")
     if out_rate % fps:
         raise ValueError("out_rate must be a whole number of samples per video frame")
     samples = n * out_rate // fps
@@ -136,7 +139,9 @@ def mux_segment(
         sound = out.add_stream("aac", rate=out_rate, layout="mono")
 
         for i in range(n):
-            frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+            # OpenCV's RGB->I420 is 1.28x faster here than PyAV's swscale path (benchmarks/animator_fps.py)
+            yuv = cv2.cvtColor(frames[i], cv2.COLOR_RGB2YUV_I420)
+            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             frame.pts = i
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
