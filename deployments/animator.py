@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from ray import serve
 
+from deployments.counters import RequestCounters
 from deployments.media import ASR_RATE, mux_segment, resample
 from deployments.procedural import AnimState, ProceduralAnimator
 from deployments.tts import Speech
@@ -68,12 +69,14 @@ class Animator:
         self.backend: FaceBackend = ProceduralBackend(self.cfg)
         self.avatars = {"default": self.backend.prepare_avatar(read_image(str(self.cfg.avatar_image)))}
         self._render(Speech(np.zeros(2_205, np.float32), 22_050), None, "default")  # warm-up
+        self.counters = RequestCounters()
         log.info("Animator ready in %.2fs", time.perf_counter() - started)
 
     async def render_segment(
         self, speech: Speech, state: Any = None, avatar_id: str = "default"
     ) -> RenderedSegment:
-        return await asyncio.to_thread(self._render, speech, state, avatar_id)
+        with self.counters.track():
+            return await asyncio.to_thread(self._render, speech, state, avatar_id)
 
     def _render(self, speech: Speech, state: Any, avatar_id: str) -> RenderedSegment:
         avatar = self.avatars[avatar_id]
@@ -86,3 +89,6 @@ class Animator:
 
     def ready(self) -> bool:
         return True
+
+    def stats(self) -> dict[str, int]:
+        return self.counters.snapshot()

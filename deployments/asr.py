@@ -14,6 +14,7 @@ import time
 import numpy as np
 from ray import serve
 
+from deployments.counters import RequestCounters
 from serve_app.config import AsrConfig
 
 log = logging.getLogger("ray.serve")
@@ -66,10 +67,15 @@ class ASR:
         started = time.perf_counter()
         self.backend = FasterWhisperBackend(AsrConfig.model_validate(cfg))
         self.backend.warm_up()
+        self.counters = RequestCounters()
         log.info("ASR ready: model=%s in %.2fs", cfg.get("model"), time.perf_counter() - started)
 
     async def transcribe(self, pcm: np.ndarray) -> str:
-        return await asyncio.to_thread(self.backend.transcribe, pcm)
+        with self.counters.track():
+            return await asyncio.to_thread(self.backend.transcribe, pcm)
 
     def ready(self) -> bool:
         return True
+
+    def stats(self) -> dict[str, int]:
+        return self.counters.snapshot()

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from ray import serve
 
+from deployments.counters import RequestCounters
 from deployments.threads import iterate_in_thread
 from serve_app.config import LlmConfig
 
@@ -85,13 +86,18 @@ class LLM:
         for _ in self.backend.stream(build_messages(self.cfg, [], "Hello.")):
             break  # warm-up: one token through the whole path
         self._lock = asyncio.Lock()  # one llama.cpp context: one generation at a time
+        self.counters = RequestCounters()
         log.info("LLM ready: model=%s in %.2fs", self.cfg.model, time.perf_counter() - started)
 
     async def generate(self, history: list[Message], user_text: str) -> AsyncIterator[str]:
         messages = build_messages(self.cfg, history, user_text)
-        async with self._lock:
-            async for delta in iterate_in_thread(lambda: self.backend.stream(messages)):
-                yield delta
+        with self.counters.track():
+            async with self._lock:
+                async for delta in iterate_in_thread(lambda: self.backend.stream(messages)):
+                    yield delta
 
     def ready(self) -> bool:
         return True
+
+    def stats(self) -> dict[str, int]:
+        return self.counters.snapshot()

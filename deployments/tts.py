@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 from ray import serve
 
+from deployments.counters import RequestCounters
 from serve_app.config import TtsConfig
 
 log = logging.getLogger("ray.serve")
@@ -67,10 +68,15 @@ class TTS:
         self.cfg = TtsConfig.model_validate(cfg)
         self.backend: SpeechBackend = PiperBackend(self.cfg)
         self.backend.synthesize("Hello there.")
+        self.counters = RequestCounters()
         log.info("TTS ready: voice=%s in %.2fs", self.cfg.voice, time.perf_counter() - started)
 
     async def synthesize(self, text: str) -> Speech:
-        return await asyncio.to_thread(self.backend.synthesize, text[: self.cfg.max_chars])
+        with self.counters.track():
+            return await asyncio.to_thread(self.backend.synthesize, text[: self.cfg.max_chars])
 
     def ready(self) -> bool:
         return True
+
+    def stats(self) -> dict[str, int]:
+        return self.counters.snapshot()

@@ -17,10 +17,14 @@ JFK_WORDS = "ask not what your country can do for you"
 READY_DEADLINE_S = 240  # replicas load and warm their models before /healthz says ok
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(start: int = 28_000) -> int:
+    """A free port between Ray's worker ports (10002-19999) and the kernel's ephemeral range, so
+    that processes Ray starts after we choose cannot take it first."""
+    for port in range(start, start + 1000):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    raise RuntimeError("no free port")
 
 
 def wait_healthy(base_url: str, deadline_s: float = READY_DEADLINE_S) -> dict:
@@ -58,8 +62,8 @@ def serve_app():
 
     from serve_app.builder import build_app
 
-    port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(app_config()), name="avatar", route_prefix="/")
     base_url = f"http://127.0.0.1:{port}"

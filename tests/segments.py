@@ -22,6 +22,11 @@ class DecodedSegment:
     def audio_s(self) -> float:
         return self.audio.size / self.audio_rate
 
+    def same_length_within_a_frame(self) -> bool:
+        """Audio and video lengths differ by at most one video frame, compared in whole samples."""
+        per_frame = self.audio_rate / self.fps
+        return abs(self.audio.size - len(self.frames) * per_frame) <= per_frame
+
 
 def decode_segment(data: bytes) -> DecodedSegment:
     with av.open(io.BytesIO(data)) as c:

@@ -65,8 +65,18 @@ def test_animator_makes_a_segment_as_long_as_the_speech_and_carries_state(handle
     seg = decode_segment(first.data)
     assert len(seg.frames) == int(np.ceil(speech.duration_s * 25))
     assert seg.frames[0].shape == (512, 512, 3)
-    assert abs(seg.audio_s - seg.video_s) <= 1 / 25
+    assert seg.same_length_within_a_frame()
     assert 'codecs="avc1.' in first.mime
     second = handles["Animator"].render_segment.remote(Speech(speech.pcm[:8000], 22_050), first.state).result()
     assert decode_segment(second.data).frames
     assert second.state.frame == first.state.frame + len(decode_segment(second.data).frames)
+
+
+def test_stages_count_their_requests(handles):
+    before = handles["TTS"].stats.remote().result()
+    handles["TTS"].synthesize.remote("Counting.").result()
+    after = handles["TTS"].stats.remote().result()
+    assert after["started"] == before["started"] + 1
+    assert after["completed"] == before["completed"] + 1 and after["in_flight"] == 0
+    for name in ("ASR", "LLM", "Animator"):
+        assert set(handles[name].stats.remote().result()) >= {"started", "completed", "cancelled", "failed"}
