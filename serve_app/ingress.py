@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import re
-import secrets
 from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -23,7 +22,8 @@ from starlette.datastructures import UploadFile
 from deployments.media import MediaError, decode_audio
 from serve_app.cache import LruCache
 from serve_app.config import AppConfig
-from serve_app.turn import Conversation, Stages, error_event, run_turn
+from serve_app.turn import Conversation, Stages, run_turn
+from serve_app.ws_session import WsSession, new_id
 
 log = logging.getLogger("ray.serve")
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -35,81 +35,6 @@ app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
 
 def http_error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def new_id() -> str:
-    return secrets.token_urlsafe(12)
-
-
-class WsSession:
-    """One browser connection: reads client messages, runs at most one turn at a time.
-
-    Defined before Ingress: @serve.ingress captures the class and what it refers to when it runs."""
-
-    def __init__(self, websocket: WebSocket, conv: Conversation, ingress: "Ingress"):
-        self.websocket, self.conv, self.ingress = websocket, conv, ingress
-        self.turn: asyncio.Task | None = None
-        self._send_lock = asyncio.Lock()  # a segment's JSON and its bytes go out back to back
-
-    async def send(self, event: dict, data: bytes | None = None) -> None:
-        async with self._send_lock:
-            await self.websocket.send_text(json.dumps(event))
-            if data is not None:
-                await self.websocket.send_bytes(data)
-
-    async def serve(self) -> None:
-        limits = self.ingress.cfg.limits
-        while True:
-            message = await self.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("bytes") is not None:
-                data = message["bytes"]
-                if len(data) > limits.max_upload_bytes:
-                    await self.send(error_event("upload_too_large", "the audio message is too large"))
-                    continue
-                try:
-                    pcm = await asyncio.to_thread(decode_audio, data, limits.max_audio_s)
-                except MediaError as exc:
-                    await self.send(error_event(exc.code, exc.message))
-                    continue
-                await self.cancel_turn()
-                self.turn = asyncio.create_task(self.run(pcm))
-            else:
-                await self.control(message.get("text") or "")
-
-    async def control(self, text: str) -> None:
-        try:
-            msg = json.loads(text)
-            kind = msg["type"] if isinstance(msg, dict) else None
-        except (json.JSONDecodeError, KeyError):
-            kind = None
-        if kind == "cancel":
-            await self.cancel_turn()
-        elif kind == "ping":
-            await self.send({"type": "pong"})
-        else:
-            await self.send(error_event("bad_message", "expected JSON {\"type\": \"cancel\" | \"ping\"}"))
-
-    async def run(self, pcm) -> None:
-        turn_id = new_id()
-        timeout = self.ingress.cfg.limits.stage_timeout_s
-        try:
-            async for event in run_turn(self.ingress.stages, self.conv, pcm, turn_id, timeout):
-                data = event.pop("data", None)
-                if data is not None:
-                    event["bytes"] = len(data)
-                await self.send(event, data)
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # the client left mid-turn; run_turn's cleanup has cancelled the stages
-
-    async def cancel_turn(self, notify: bool = True) -> None:
-        if self.turn and not self.turn.done():
-            self.turn.cancel()
-            await asyncio.gather(self.turn, return_exceptions=True)
-            if notify:
-                await self.send({"type": "cancelled"})
-        self.turn = None
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1, "num_gpus": 0})
