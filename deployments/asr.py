@@ -15,6 +15,7 @@ import numpy as np
 from ray import serve
 
 from deployments.counters import RequestCounters
+from deployments.health import HealthProbe
 from serve_app.config import AsrConfig
 
 log = logging.getLogger("ray.serve")
@@ -68,6 +69,10 @@ class ASR:
         self.backend = FasterWhisperBackend(AsrConfig.model_validate(cfg))
         self.backend.warm_up()
         self.counters = RequestCounters()
+        quiet = np.zeros(4_000, np.float32)
+        self.health = HealthProbe(
+            self.counters, lambda: self.backend.transcribe(quiet), self.backend.cfg.health_probe_s
+        )
         log.info("ASR ready: model=%s in %.2fs", cfg.get("model"), time.perf_counter() - started)
 
     async def transcribe(self, pcm: np.ndarray) -> str:
@@ -76,6 +81,9 @@ class ASR:
 
     def ready(self) -> bool:
         return True
+
+    async def check_health(self) -> None:
+        await self.health.check(getattr(self, "backend", None))
 
     def stats(self) -> dict[str, int]:
         return self.counters.snapshot()

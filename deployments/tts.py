@@ -17,6 +17,7 @@ import numpy as np
 from ray import serve
 
 from deployments.counters import RequestCounters
+from deployments.health import HealthProbe
 from serve_app.config import TtsConfig
 
 log = logging.getLogger("ray.serve")
@@ -69,6 +70,7 @@ class TTS:
         self.backend: SpeechBackend = PiperBackend(self.cfg)
         self.backend.synthesize("Hello there.")
         self.counters = RequestCounters()
+        self.health = HealthProbe(self.counters, lambda: self.backend.synthesize("Hi."), self.cfg.health_probe_s)
         log.info("TTS ready: voice=%s in %.2fs", self.cfg.voice, time.perf_counter() - started)
 
     async def synthesize(self, text: str) -> Speech:
@@ -77,6 +79,9 @@ class TTS:
 
     def ready(self) -> bool:
         return True
+
+    async def check_health(self) -> None:
+        await self.health.check(getattr(self, "backend", None))
 
     def stats(self) -> dict[str, int]:
         return self.counters.snapshot()
