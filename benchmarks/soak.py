@@ -38,11 +38,22 @@ JFK = ROOT.parent / "shared" / "media" / "jfk.flac"
 STAGES = ("ASR", "LLM", "TTS", "Animator")
 
 
+def _descends_from_us(pid: str) -> bool:
+    """`ray.init` starts the raylet as our child and workers as its children: skip other clusters."""
+    while pid not in ("0", "1"):
+        if int(pid) == os.getpid():
+            return True
+        pid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    return False
+
+
 def replica_rss_mb() -> dict[str, float]:
-    """RSS of each Serve replica on this node, by deployment (`ray::ServeReplica:avatar:LLM`)."""
+    """RSS of each Serve replica of this cluster, by deployment (`ray::ServeReplica:avatar:LLM`)."""
     out: dict[str, float] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
+            if not _descends_from_us(pid):
+                continue
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
             if not title.startswith("ray::ServeReplica:avatar:"):
                 continue
@@ -50,7 +61,7 @@ def replica_rss_mb() -> dict[str, float]:
             rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                           if line.startswith("VmRSS:"))
             out[f"{name} (pid {pid})"] = rss_kb / 1024
-        except (OSError, StopIteration, IndexError):
+        except (OSError, StopIteration, IndexError, ValueError):
             continue
     return dict(sorted(out.items()))
 

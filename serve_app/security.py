@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,7 +30,7 @@ WS_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: "Try Again Later"
 class Gate:
     security: SecurityConfig
     admission: Admission
-    _cors: dict[int, ASGIApp] = field(default_factory=dict)
+    cors: ASGIApp | None = None  # built on first use, around the guarded app
 
 
 _GATE: Gate | None = None
@@ -106,9 +106,8 @@ class Guard:
         if gate is None or scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         if gate.security.cors_allow_origins and scope["type"] == "http":
-            cors = gate._cors.get(id(gate))
-            if cors is None:
-                cors = gate._cors[id(gate)] = CORSMiddleware(
+            if gate.cors is None:
+                gate.cors = CORSMiddleware(
                     self._guarded,
                     allow_origins=gate.security.cors_allow_origins,
                     allow_credentials=gate.security.cors_allow_credentials,
@@ -116,7 +115,7 @@ class Guard:
                     allow_headers=["authorization", "content-type"],
                     expose_headers=["x-session-id", "retry-after"],
                 )
-            return await cors(scope, receive, send)
+            return await gate.cors(scope, receive, send)
         return await self._guarded(scope, receive, send)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
