@@ -9,7 +9,6 @@ with TensorRT, GPU) is planned behind `FaceBackend`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from ray import serve
 
 from deployments.counters import RequestCounters
 from deployments.health import HealthProbe
+from deployments.threads import run_in_thread
 from deployments.media import ASR_RATE, mux_segment, resample
 from deployments.procedural import AnimState, ProceduralAnimator
 from deployments.tts import Speech
@@ -81,7 +81,7 @@ class Animator:
         self, speech: Speech, state: Any = None, avatar_id: str = "default"
     ) -> RenderedSegment:
         with self.counters.track():
-            return await asyncio.to_thread(self._render, speech, state, avatar_id)
+            return await run_in_thread(self._render, speech, state, avatar_id)
 
     def _render(self, speech: Speech, state: Any, avatar_id: str) -> RenderedSegment:
         avatar = self.avatars[avatar_id]

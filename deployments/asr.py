@@ -7,7 +7,6 @@ faster-whisper ships as an ONNX file, trims silence; nothing is fetched from a h
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -16,6 +15,7 @@ from ray import serve
 
 from deployments.counters import RequestCounters
 from deployments.health import HealthProbe
+from deployments.threads import run_in_thread
 from serve_app.config import AsrConfig
 
 log = logging.getLogger("ray.serve")
@@ -77,7 +77,7 @@ class ASR:
 
     async def transcribe(self, pcm: np.ndarray) -> str:
         with self.counters.track():
-            return await asyncio.to_thread(self.backend.transcribe, pcm)
+            return await run_in_thread(self.backend.transcribe, pcm)
 
     def ready(self) -> bool:
         return True

@@ -7,7 +7,6 @@ The production backend (Coqui XTTS-v2 with voice cloning, GPU) is planned behind
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from ray import serve
 
 from deployments.counters import RequestCounters
 from deployments.health import HealthProbe
+from deployments.threads import run_in_thread
 from serve_app.config import TtsConfig
 
 log = logging.getLogger("ray.serve")
@@ -75,7 +75,7 @@ class TTS:
 
     async def synthesize(self, text: str) -> Speech:
         with self.counters.track():
-            return await asyncio.to_thread(self.backend.synthesize, text[: self.cfg.max_chars])
+            return await run_in_thread(self.backend.synthesize, text[: self.cfg.max_chars])
 
     def ready(self) -> bool:
         return True

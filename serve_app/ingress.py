@@ -57,12 +57,19 @@ class Ingress:
             max_weight=limits.segment_cache_bytes, ttl_s=limits.segment_ttl_s, weigh=lambda s: len(s[0])
         )
 
-    def admission(self, limits: dict | None = None) -> dict:
+    async def admission(self, limits: dict | None = None) -> dict:
         """Handle-only (no route): read or replace the admission limits at run time."""
         if limits is not None:
             cfg = self.gate.admission.cfg
             self.gate.admission.cfg = cfg.model_validate({**cfg.model_dump(), **limits})
         return self.gate.admission.snapshot()
+
+    async def diagnostics(self) -> dict:
+        """Handle-only: what this replica holds, to show that finished turns leave nothing behind."""
+        code = lambda t: getattr(t.get_coro(), "cr_code", None)  # noqa: E731
+        ours = [t for t in asyncio.all_tasks() if "/serve_app/" in getattr(code(t), "co_filename", "")]
+        return {**self.gate.admission.snapshot(), "turn_tasks": len(ours),
+                "sessions_remembered": len(self.sessions), "segment_bytes": self.segments.weight}
 
     # ---- status and page -------------------------------------------------------------------
 

@@ -87,6 +87,9 @@ async def call_stage(stage: str, response: Awaitable, timeout_s: float) -> Any:
     try:
         return await asyncio.wait_for(response, timeout_s)
     except asyncio.TimeoutError:
+        # Awaiting a DeploymentResponse does not cancel the request when the wait ends (Ray 2.60's
+        # __await__ only re-raises): without this the replica would go on working for nobody.
+        response.cancel()
         raise StageError(stage, "stage_timeout", f"{stage} took longer than {timeout_s:g} s") from None
     except asyncio.CancelledError:
         response.cancel()

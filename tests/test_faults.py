@@ -39,6 +39,16 @@ def wait_idle(handles, deadline_s: float = 20) -> tuple[dict, float]:
         time.sleep(0.02)
 
 
+def assert_nothing_left(deadline_s: float = 20) -> dict:
+    """The ingress holds no turn tasks and no admission slots once the client has gone."""
+    ingress = serve.get_deployment_handle("Ingress", app_name="avatar")
+    end = time.monotonic() + deadline_s
+    while (d := ingress.diagnostics.remote().result(timeout_s=30))["turn_tasks"] or d["turns"] or d["sessions"]:
+        assert time.monotonic() < end, d
+        time.sleep(0.05)
+    return d
+
+
 def assert_cancelled(before: dict, during: dict, after: dict, stage: str = "LLM") -> None:
     """The stage's request that was running when the client left was cancelled, not finished."""
     assert during[stage]["in_flight"] == 1, during
@@ -62,6 +72,7 @@ def test_http_disconnect_cancels_stage_work(serve_app, handles, jfk_bytes):
             break
     assert_cancelled(before, during, after)
     assert sum(a["in_flight"] for a in after.values()) == 0
+    assert_nothing_left()
 
 
 async def _ws_until(ws, kind: str) -> None:
@@ -85,6 +96,7 @@ def test_websocket_close_cancels_stage_work(serve_app, handles, jfk_bytes):
         if during["LLM"]["in_flight"] == 1:
             break
     assert_cancelled(before, during, after)
+    assert_nothing_left()
 
 
 def test_barge_in_cancels_and_the_new_turn_completes(serve_app, handles, jfk_bytes):
@@ -109,6 +121,7 @@ def test_barge_in_cancels_and_the_new_turn_completes(serve_app, handles, jfk_byt
     assert "cancelled" in seen and seen[-1] == "done", seen
     assert after["LLM"]["cancelled"] == before["LLM"]["cancelled"] + 1
     assert after["LLM"]["completed"] == before["LLM"]["completed"] + 1  # only the second turn's
+    assert_nothing_left()
 
 
 # ---- overload ---------------------------------------------------------------------------------
@@ -229,3 +242,22 @@ def test_killed_replica_gives_an_error_event_then_recovers(serve_app, handles, j
             break
         assert time.monotonic() < deadline, f"no successful turn after the kill; last: {last}"
         time.sleep(1)
+
+
+def test_stage_timeout_gives_an_error_and_cancels_the_replica_work(serve_app, handles):
+    """`call_stage` against the real TTS replica with a deadline it cannot meet."""
+    from serve_app.turn import StageError, call_stage
+
+    long_text = "This sentence is long enough to keep the voice busy for a while. " * 6
+
+    async def go():
+        with pytest.raises(StageError) as err:
+            await call_stage("tts", handles["TTS"].synthesize.remote(long_text), 0.05)
+        return err.value
+
+    before, _ = wait_idle(handles)
+    err = asyncio.run(go())
+    after, _ = wait_idle(handles)
+    assert err.code == "stage_timeout" and "tts" in err.message
+    assert after["TTS"]["cancelled"] == before["TTS"]["cancelled"] + 1, (before, after)
+    assert after["TTS"]["completed"] == before["TTS"]["completed"]
