@@ -36,6 +36,8 @@ from serve_app.config import AppConfig  # noqa: E402
 
 JFK = ROOT.parent / "shared" / "media" / "jfk.flac"
 STAGES = ("ASR", "LLM", "TTS", "Animator")
+CHECKPOINT = 50  # turns between replica memory samples
+rss_samples: dict[str, dict[str, float]] = {}  # label -> replica -> MB, in order
 
 
 def _descends_from_us(pid: str) -> bool:
@@ -91,6 +93,8 @@ async def session(url: str, audio: bytes, turns: int, results: list[dict]) -> No
                     break
             results.append({"ok": event["type"] == "done", "code": event.get("code"),
                             "first_segment_s": first_segment, "total_s": time.perf_counter() - started})
+            if len(results) % CHECKPOINT == 0:
+                rss_samples[f"{len(results)} turns"] = replica_rss_mb()
 
 
 def stage_stats(handles) -> dict[str, dict]:
@@ -138,7 +142,10 @@ def main() -> None:
     ap.add_argument("--cancel-trials", type=int, default=10)
     ap.add_argument("--port", type=int, default=8322)
     ap.add_argument("--metrics-port", type=int, default=8323, help="Ray's Prometheus endpoint")
+    ap.add_argument("--rss-every", type=int, default=50, help="turns between memory samples")
     args = ap.parse_args()
+    global CHECKPOINT
+    CHECKPOINT = args.rss_every
 
     # The Python equivalent of `ray start --head --metrics-export-port=8323`.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=args.metrics_port)
@@ -156,7 +163,7 @@ def main() -> None:
                               "max_sessions_per_client": args.sessions}).result(timeout_s=30)
     handles = {n: serve.get_deployment_handle(n, app_name="avatar") for n in STAGES}
 
-    rss_start = replica_rss_mb()
+    rss_samples["start"] = replica_rss_mb()
     results: list[dict] = []
     per = [args.turns // args.sessions + (i < args.turns % args.sessions) for i in range(args.sessions)]
     started = time.perf_counter()
@@ -184,10 +191,13 @@ def main() -> None:
     if cancels:
         print(f"| cancellation: client gone → all stages idle, p50 / max ({len(cancels)} trials) | "
               f"{statistics.median(cancels) * 1000:.0f} ms / {max(cancels) * 1000:.0f} ms |")
-    print("\n| replica | RSS start (MB) | RSS end (MB) |\n| --- | --- | --- |")
-    for name in sorted(set(rss_start) | set(rss_end)):
-        a, b = rss_start.get(name), rss_end.get(name)
-        print(f"| {name} | {a:.0f} | {b:.0f} |" if a and b else f"| {name} | {a or '-'} | {b or '-'} |")
+    rss_samples["end (after the cancel trials)"] = rss_end
+    cols = list(rss_samples)
+    print(f"\nreplica RSS (MB): at start, every {CHECKPOINT} turns, at the end\n")
+    print("| replica | " + " | ".join(cols) + " |\n| --- |" + " --- |" * len(cols))
+    for name in sorted(set().union(*rss_samples.values())):
+        row = [rss_samples[c].get(name) for c in cols]
+        print(f"| {name} | " + " | ".join("-" if v is None else f"{v:.0f}" for v in row) + " |")
     print_metrics(args.metrics_port)
     print("\nstage counters at the end:")
     for name, s in stats_end.items():
