@@ -109,7 +109,8 @@ class AdmissionConfig(_Strict):
 class SecurityConfig(_Strict):
     auth_token: str | None = Field(
         None,
-        description="if set, every request but /healthz needs 'Authorization: Bearer <token>' "
+        description="if set, every request but /healthz and the static page (/, /ui/*) needs "
+        "'Authorization: Bearer <token>' "
         "(WebSocket: the header or ?access_token=<token>, since browsers cannot set headers)",
     )
     ws_allowed_origins: list[str] | None = Field(

@@ -20,7 +20,7 @@ from serve_app import metrics
 from serve_app.admission import Admission, Overloaded
 from serve_app.config import AppConfig, SecurityConfig
 
-OPEN_PATHS = {"/healthz"}
+OPEN_PATHS = {"/healthz", "/"}  # and /ui/*: the page and its static files hold no data
 TURN_PATH = "/api/v1/turn"
 WS_PATH = "/ws"
 WS_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: "Try Again Later"
@@ -121,7 +121,8 @@ class Guard:
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate: Gate = _GATE  # type: ignore[assignment]
         path, ws = scope.get("path", ""), scope["type"] == "websocket"
-        if path not in OPEN_PATHS and not token_ok(scope, gate.security.auth_token):
+        is_open = path in OPEN_PATHS or path.startswith("/ui/")
+        if not is_open and not token_ok(scope, gate.security.auth_token):
             metrics.count_rejection("unauthorized")
             if ws:
                 return await _ws_refuse(receive, send, False, 1008, "unauthorized")

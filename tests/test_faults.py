@@ -131,6 +131,7 @@ def test_barge_in_cancels_and_the_new_turn_completes(serve_app, handles, jfk_byt
 def limits(serve_app):
     """Set admission limits on the running ingress for one test, then restore them."""
     ingress = serve.get_deployment_handle("Ingress", app_name="avatar")
+    assert_nothing_left()  # earlier tests' connections are closed on the server side too
     original = ingress.admission.remote().result(timeout_s=30)["limits"]
     yield lambda **kw: ingress.admission.remote(kw).result(timeout_s=30)
     ingress.admission.remote(original).result(timeout_s=30)

@@ -40,6 +40,8 @@ def make_client(**cfg) -> TestClient:
 def test_bearer_token_guards_http_and_websocket_but_not_healthz():
     client = make_client(security={"auth_token": "s3cret"})
     assert client.get("/healthz").status_code == 200
+    assert client.get("/ui/app.js").status_code == 404  # static files are open: not 401
+    assert client.get("/api/v1/sessions/x").status_code == 401
     r = client.post("/api/v1/turn")
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
     assert r.headers["www-authenticate"] == "Bearer"
