@@ -9,7 +9,6 @@ with TensorRT, GPU) is planned behind `FaceBackend`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ import numpy as np
 from ray import serve
 
 from deployments.counters import RequestCounters
+from deployments.health import HealthProbe
+from deployments.threads import run_in_thread
 from deployments.media import ASR_RATE, mux_segment, resample
 from deployments.procedural import AnimState, ProceduralAnimator
 from deployments.tts import Speech
@@ -70,13 +71,17 @@ class Animator:
         self.avatars = {"default": self.backend.prepare_avatar(read_image(str(self.cfg.avatar_image)))}
         self._render(Speech(np.zeros(2_205, np.float32), 22_050), None, "default")  # warm-up
         self.counters = RequestCounters()
+        silence = Speech(np.zeros(2_205, np.float32), 22_050)
+        self.health = HealthProbe(
+            self.counters, lambda: self._render(silence, None, "default"), self.cfg.health_probe_s
+        )
         log.info("Animator ready in %.2fs", time.perf_counter() - started)
 
     async def render_segment(
         self, speech: Speech, state: Any = None, avatar_id: str = "default"
     ) -> RenderedSegment:
         with self.counters.track():
-            return await asyncio.to_thread(self._render, speech, state, avatar_id)
+            return await run_in_thread(self._render, speech, state, avatar_id)
 
     def _render(self, speech: Speech, state: Any, avatar_id: str) -> RenderedSegment:
         avatar = self.avatars[avatar_id]
@@ -89,6 +94,9 @@ class Animator:
 
     def ready(self) -> bool:
         return True
+
+    async def check_health(self) -> None:
+        await self.health.check(getattr(self, "backend", None))
 
     def stats(self) -> dict[str, int]:
         return self.counters.snapshot()

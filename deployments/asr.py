@@ -7,7 +7,6 @@ faster-whisper ships as an ONNX file, trims silence; nothing is fetched from a h
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -15,6 +14,8 @@ import numpy as np
 from ray import serve
 
 from deployments.counters import RequestCounters
+from deployments.health import HealthProbe
+from deployments.threads import run_in_thread
 from serve_app.config import AsrConfig
 
 log = logging.getLogger("ray.serve")
@@ -68,14 +69,21 @@ class ASR:
         self.backend = FasterWhisperBackend(AsrConfig.model_validate(cfg))
         self.backend.warm_up()
         self.counters = RequestCounters()
+        quiet = np.zeros(4_000, np.float32)
+        self.health = HealthProbe(
+            self.counters, lambda: self.backend.transcribe(quiet), self.backend.cfg.health_probe_s
+        )
         log.info("ASR ready: model=%s in %.2fs", cfg.get("model"), time.perf_counter() - started)
 
     async def transcribe(self, pcm: np.ndarray) -> str:
         with self.counters.track():
-            return await asyncio.to_thread(self.backend.transcribe, pcm)
+            return await run_in_thread(self.backend.transcribe, pcm)
 
     def ready(self) -> bool:
         return True
+
+    async def check_health(self) -> None:
+        await self.health.check(getattr(self, "backend", None))
 
     def stats(self) -> dict[str, int]:
         return self.counters.snapshot()

@@ -5,12 +5,14 @@ stage itself, rather than trusting the caller's side of the story.
 """
 
 import asyncio
+import time
 from contextlib import contextmanager
 
 
 class RequestCounters:
     def __init__(self) -> None:
         self.counts = {"started": 0, "completed": 0, "cancelled": 0, "failed": 0, "in_flight": 0}
+        self.last_ok = time.monotonic()  # of the last completed request; read by check_health
 
     @contextmanager
     def track(self):
@@ -26,6 +28,7 @@ class RequestCounters:
             raise
         else:
             self.counts["completed"] += 1
+            self.last_ok = time.monotonic()
         finally:
             self.counts["in_flight"] -= 1
 

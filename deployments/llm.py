@@ -18,6 +18,7 @@ from typing import Protocol
 from ray import serve
 
 from deployments.counters import RequestCounters
+from deployments.health import HealthProbe
 from deployments.threads import iterate_in_thread
 from serve_app.config import LlmConfig
 
@@ -83,10 +84,10 @@ class LLM:
         started = time.perf_counter()
         self.cfg = LlmConfig.model_validate(cfg)
         self.backend: ChatBackend = LlamaCppBackend(self.cfg)
-        for _ in self.backend.stream(build_messages(self.cfg, [], "Hello.")):
-            break  # warm-up: one token through the whole path
+        self._probe()  # warm-up
         self._lock = asyncio.Lock()  # one llama.cpp context: one generation at a time
         self.counters = RequestCounters()
+        self.health = HealthProbe(self.counters, self._probe, self.cfg.health_probe_s)
         log.info("LLM ready: model=%s in %.2fs", self.cfg.model, time.perf_counter() - started)
 
     async def generate(self, history: list[Message], user_text: str) -> AsyncIterator[str]:
@@ -98,6 +99,17 @@ class LLM:
 
     def ready(self) -> bool:
         return True
+
+    def _probe(self) -> None:
+        """One token through the whole path."""
+        for _ in self.backend.stream(build_messages(self.cfg, [], "Hello.")):
+            break
+
+    async def check_health(self) -> None:
+        if self._lock.locked():
+            return  # generating right now: alive by definition, and the context is busy
+        async with self._lock:
+            await self.health.check(getattr(self, "backend", None))
 
     def stats(self) -> dict[str, int]:
         return self.counters.snapshot()

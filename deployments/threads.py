@@ -41,3 +41,18 @@ async def iterate_in_thread(make_iter: Callable[[], Iterator[T]]) -> AsyncIterat
     finally:
         stop.set()
         await asyncio.shield(worker)
+
+
+async def run_in_thread(fn: Callable[..., T], *args) -> T:
+    """`asyncio.to_thread`, except that a cancelled caller still waits for the thread to finish.
+
+    A thread cannot be interrupted, so cancelling `to_thread` only abandons it: the replica's request
+    counters would say idle while the CPU still renders. Waiting keeps `in_flight` honest and means a
+    cancelled request frees the replica when its current call (one sentence at most) ends.
+    """
+    work = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.gather(work, return_exceptions=True)
+        raise

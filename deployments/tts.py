@@ -7,7 +7,6 @@ The production backend (Coqui XTTS-v2 with voice cloning, GPU) is planned behind
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ import numpy as np
 from ray import serve
 
 from deployments.counters import RequestCounters
+from deployments.health import HealthProbe
+from deployments.threads import run_in_thread
 from serve_app.config import TtsConfig
 
 log = logging.getLogger("ray.serve")
@@ -69,14 +70,18 @@ class TTS:
         self.backend: SpeechBackend = PiperBackend(self.cfg)
         self.backend.synthesize("Hello there.")
         self.counters = RequestCounters()
+        self.health = HealthProbe(self.counters, lambda: self.backend.synthesize("Hi."), self.cfg.health_probe_s)
         log.info("TTS ready: voice=%s in %.2fs", self.cfg.voice, time.perf_counter() - started)
 
     async def synthesize(self, text: str) -> Speech:
         with self.counters.track():
-            return await asyncio.to_thread(self.backend.synthesize, text[: self.cfg.max_chars])
+            return await run_in_thread(self.backend.synthesize, text[: self.cfg.max_chars])
 
     def ready(self) -> bool:
         return True
+
+    async def check_health(self) -> None:
+        await self.health.check(getattr(self, "backend", None))
 
     def stats(self) -> dict[str, int]:
         return self.counters.snapshot()

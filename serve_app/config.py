@@ -18,7 +18,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class AsrConfig(_Strict):
+class _Stage(_Strict):
+    health_probe_s: float = Field(
+        120.0,
+        ge=0,
+        description="check_health runs a tiny inference when the stage has been idle this long "
+        "(0 = never); otherwise it only checks that the backend is loaded",
+    )
+
+
+class AsrConfig(_Stage):
     backend: Literal["faster-whisper"] = "faster-whisper"
     model: str = Field(
         "embedded",
@@ -33,7 +42,7 @@ class AsrConfig(_Strict):
     vad_filter: bool = True
 
 
-class LlmConfig(_Strict):
+class LlmConfig(_Stage):
     backend: Literal["llama-cpp"] = "llama-cpp"  # vLLM (GPU): planned
     model: str = Field(
         "embedded",
@@ -53,7 +62,7 @@ class LlmConfig(_Strict):
     seed: int = 0
 
 
-class TtsConfig(_Strict):
+class TtsConfig(_Stage):
     backend: Literal["piper"] = "piper"  # XTTS-v2 (GPU): planned
     voice: str = Field(
         "embedded",
@@ -63,7 +72,7 @@ class TtsConfig(_Strict):
     max_chars: int = Field(400, ge=1, description="longest sentence sent to TTS in one call")
 
 
-class AnimatorConfig(_Strict):
+class AnimatorConfig(_Stage):
     backend: Literal["procedural"] = "procedural"  # Ditto (GPU): planned
     avatar_image: Path = ASSETS / "avatars" / "astronaut.png"
     fps: int = 25
@@ -73,12 +82,46 @@ class AnimatorConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024,
+        description="largest audio upload (HTTP) or binary message (WebSocket); the proxy itself "
+        "closes WebSocket messages over 16 MiB (uvicorn's ws_max_size) with code 1009",
+    )
+    max_text_bytes: int = Field(4096, ge=64, description="longest WebSocket text (JSON) message")
     max_audio_s: float = 60.0
     stage_timeout_s: float = 60.0
     sessions: int = Field(256, description="HTTP conversations remembered by session_id (LRU)")
     segment_cache_bytes: int = 256 * 1024 * 1024
     segment_ttl_s: float = 600.0
+
+
+class AdmissionConfig(_Strict):
+    """Concurrency caps at the ingress: beyond them a client is refused at once (HTTP 503 with
+    Retry-After, WebSocket close 1013) so that the sessions already admitted keep their latency."""
+
+    max_sessions: int = Field(64, ge=0, description="open WebSocket sessions")
+    max_turns: int = Field(8, ge=0, description="turns running at once, HTTP and WebSocket")
+    max_sessions_per_client: int = Field(4, ge=0, description="open WebSocket sessions per client IP")
+    max_turns_per_client: int = Field(2, ge=0, description="turns running at once per client IP")
+    retry_after_s: int = Field(2, ge=0, description="the Retry-After a refused HTTP client gets")
+
+
+class SecurityConfig(_Strict):
+    auth_token: str | None = Field(
+        None,
+        description="if set, every request but /healthz and the static page (/, /ui/*) needs "
+        "'Authorization: Bearer <token>' "
+        "(WebSocket: the header or ?access_token=<token>, since browsers cannot set headers)",
+    )
+    ws_allowed_origins: list[str] | None = Field(
+        None,
+        description="Origins allowed to open /ws; None = same host only ('*' = any). Clients that "
+        "send no Origin (not browsers) are allowed",
+    )
+    cors_allow_origins: list[str] = Field(
+        default_factory=list, description="CORS allow-list for the HTTP API (empty = CORS off)"
+    )
+    cors_allow_credentials: bool = False
 
 
 class AppConfig(_Strict):
@@ -87,3 +130,5 @@ class AppConfig(_Strict):
     tts: TtsConfig = TtsConfig()
     animator: AnimatorConfig = AnimatorConfig()
     limits: LimitsConfig = LimitsConfig()
+    admission: AdmissionConfig = AdmissionConfig()
+    security: SecurityConfig = SecurityConfig()

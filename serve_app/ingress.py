@@ -20,8 +20,10 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 
 from deployments.media import MediaError, decode_audio
+from serve_app import security
 from serve_app.cache import LruCache
 from serve_app.config import AppConfig
+from serve_app.errors import http_error, install_handlers
 from serve_app.turn import Conversation, Stages, run_turn
 from serve_app.ws_session import WsSession, new_id
 
@@ -31,10 +33,8 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 app = FastAPI(title="Talking avatar", docs_url="/api/docs", openapi_url="/api/openapi.json")
 app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
-
-
-def http_error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+app.add_middleware(security.Guard)  # auth, CORS, Origin, admission: configured per replica below
+install_handlers(app)
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1, "num_gpus": 0})
@@ -49,12 +49,27 @@ class Ingress:
         config: dict,
     ):
         self.cfg = AppConfig.model_validate(config)
+        self.gate = security.configure(self.cfg)
         self.stages = Stages(asr, llm, tts, animator)
         limits = self.cfg.limits
         self.sessions: LruCache[str, Conversation] = LruCache(max_items=limits.sessions)
         self.segments: LruCache[str, tuple[bytes, str]] = LruCache(
             max_weight=limits.segment_cache_bytes, ttl_s=limits.segment_ttl_s, weigh=lambda s: len(s[0])
         )
+
+    async def admission(self, limits: dict | None = None) -> dict:
+        """Handle-only (no route): read or replace the admission limits at run time."""
+        if limits is not None:
+            cfg = self.gate.admission.cfg
+            self.gate.admission.cfg = cfg.model_validate({**cfg.model_dump(), **limits})
+        return self.gate.admission.snapshot()
+
+    async def diagnostics(self) -> dict:
+        """Handle-only: what this replica holds, to show that finished turns leave nothing behind."""
+        code = lambda t: getattr(t.get_coro(), "cr_code", None)  # noqa: E731
+        ours = [t for t in asyncio.all_tasks() if "/serve_app/" in getattr(code(t), "co_filename", "")]
+        return {**self.gate.admission.snapshot(), "turn_tasks": len(ours),
+                "sessions_remembered": len(self.sessions), "segment_bytes": self.segments.weight}
 
     # ---- status and page -------------------------------------------------------------------
 

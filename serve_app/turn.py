@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
+from serve_app import metrics
 from serve_app.sentences import SentenceSplitter
 
 log = logging.getLogger("ray.serve")
@@ -56,7 +57,8 @@ class StageError(Exception):
 
 
 class Timings:
-    """Per-stage seconds for one turn, logged the moment each is known."""
+    """Per-stage seconds for one turn, logged (with `extra` fields for Serve's JSON log encoding) and
+    recorded in the stage histogram the moment each is known."""
 
     def __init__(self, turn_id: str):
         self.turn_id = turn_id
@@ -68,11 +70,16 @@ class Timings:
 
     def set(self, name: str, seconds: float) -> None:
         self.values[name] = round(seconds, 4)
-        log.info("turn=%s stage=%s seconds=%.3f", self.turn_id, name, seconds)
+        self._record(name, seconds)
 
     def add(self, name: str, seconds: float) -> None:
         self.values[name] = round(self.values.get(name, 0.0) + seconds, 4)
-        log.info("turn=%s stage=%s seconds=%.3f", self.turn_id, name, seconds)
+        self._record(name, seconds)
+
+    def _record(self, name: str, seconds: float) -> None:
+        extra = {"turn_id": self.turn_id, "stage": name, "seconds": round(seconds, 4)}
+        log.info("turn=%s stage=%s seconds=%.3f", self.turn_id, name, seconds, extra=extra)
+        metrics.observe_stage(name, seconds)
 
 
 async def call_stage(stage: str, response: Awaitable, timeout_s: float) -> Any:
@@ -80,6 +87,9 @@ async def call_stage(stage: str, response: Awaitable, timeout_s: float) -> Any:
     try:
         return await asyncio.wait_for(response, timeout_s)
     except asyncio.TimeoutError:
+        # Awaiting a DeploymentResponse does not cancel the request when the wait ends (Ray 2.60's
+        # __await__ only re-raises): without this the replica would go on working for nobody.
+        response.cancel()
         raise StageError(stage, "stage_timeout", f"{stage} took longer than {timeout_s:g} s") from None
     except asyncio.CancelledError:
         response.cancel()
@@ -89,6 +99,7 @@ async def call_stage(stage: str, response: Awaitable, timeout_s: float) -> Any:
 
 
 def error_event(code: str, message: str) -> dict:
+    metrics.count_error(code)
     return {"type": "error", "code": code, "message": message}
 
 
@@ -103,10 +114,12 @@ async def run_turn(
         text = await call_stage("asr", stages.asr.transcribe.remote(pcm), timeout_s)
         timings.set("asr", time.perf_counter() - started)
     except StageError as exc:
+        metrics.count_turn("failed")
         yield error_event(exc.code, exc.message)
         return
     yield {"type": "transcript", "text": text}
     if not text:
+        metrics.count_turn("no_speech")
         yield error_event("no_speech", "no speech was recognised in the audio")
         return
 
@@ -185,15 +198,19 @@ async def run_turn(
 
     pipeline = asyncio.create_task(run_pipeline())
     completed = failed = False
+    outcome = "cancelled"  # unless the loop below finishes
     try:
         while (event := await events.get()) is not _END:
             failed |= event["type"] == "error"
             yield event
+        outcome = "failed" if failed else "completed"
         if not failed:
             completed = True
             timings.set("total", timings.elapsed())
             yield {"type": "done", "timings": timings.values}
     finally:
+        metrics.count_turn(outcome)
+        log.info("turn=%s outcome=%s", turn_id, outcome, extra={"turn_id": turn_id, "outcome": outcome})
         pipeline.cancel()
         await asyncio.gather(pipeline, return_exceptions=True)
         # Remember only what the user actually got: the whole reply, or the sentences sent so far.

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from fastapi import WebSocket, WebSocketDisconnect
 
 from deployments.media import MediaError, decode_audio
+from serve_app.admission import Overloaded
+from serve_app.security import client_of
 from serve_app.turn import Conversation, error_event, run_turn
 
 if TYPE_CHECKING:
@@ -49,15 +51,24 @@ class WsSession:
                     await self.send(error_event(exc.code, exc.message))
                     continue
                 await self.cancel_turn()
+                try:  # the barge-in above freed this session's own slot first
+                    slot = self.ingress.gate.admission.acquire("turn", client_of(self.websocket.scope))
+                except Overloaded as exc:
+                    await self.send(error_event("overloaded", str(exc)))
+                    continue
                 self.turn = asyncio.create_task(self.run(pcm))
+                self.turn.add_done_callback(lambda _, s=slot: s.release())
             else:
                 await self.control(message.get("text") or "")
 
     async def control(self, text: str) -> None:
+        if len(text.encode()) > self.ingress.cfg.limits.max_text_bytes:
+            await self.send(error_event("message_too_large", "text messages are small JSON controls"))
+            return
         try:
             msg = json.loads(text)
-            kind = msg["type"] if isinstance(msg, dict) else None
-        except (json.JSONDecodeError, KeyError):
+            kind = msg.get("type") if isinstance(msg, dict) else None
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; deep nesting recurses
             kind = None
         if kind == "cancel":
             await self.cancel_turn()

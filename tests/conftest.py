@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
 JFK = MEDIA / "jfk.flac"
 JFK_WORDS = "ask not what your country can do for you"
+TEST_MAX_UPLOAD = 4 * 1024 * 1024
 READY_DEADLINE_S = 240  # replicas load and warm their models before /healthz says ok
 
 
@@ -43,10 +44,13 @@ def wait_healthy(base_url: str, deadline_s: float = READY_DEADLINE_S) -> dict:
 
 
 def app_config():
-    """The app's config for tests: the defaults, but greedy decoding so replies are reproducible."""
+    """The app's config for tests: the defaults, but greedy decoding so replies are reproducible, and
+    an upload cap below the proxy's 16 MiB WebSocket frame limit so the app's own check is reachable."""
     from serve_app.config import AppConfig
 
-    return AppConfig.model_validate({"llm": {"temperature": 0.0}})
+    return AppConfig.model_validate(
+        {"llm": {"temperature": 0.0}, "limits": {"max_upload_bytes": TEST_MAX_UPLOAD}}
+    )
 
 
 @pytest.fixture(scope="session")

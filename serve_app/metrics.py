@@ -1,0 +1,76 @@
+"""Prometheus metrics through Ray Serve's metrics API (exported by each node's Ray metrics agent).
+
+Created lazily in the process that records them (the ingress replica), because Ray metrics need a
+connected Ray worker; outside Ray (unit tests, scripts) recording is a no-op. Serve adds the
+deployment, replica and application tags itself. Names as Prometheus sees them get a `ray_` prefix,
+e.g. `ray_avatar_stage_seconds_bucket{stage="tts"}`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("ray.serve")
+
+# Seconds: stage calls range from milliseconds (LLM first token) to tens of seconds (timeouts).
+STAGE_BOUNDARIES = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60]
+
+_metrics: dict | None = None
+
+
+def _get() -> dict | None:
+    global _metrics
+    if _metrics is None:
+        try:
+            import ray
+            from ray.serve.metrics import Counter, Histogram
+
+            if not ray.is_initialized():
+                return None
+            _metrics = {
+                "stage": Histogram(
+                    "avatar_stage_seconds",
+                    description="Seconds per turn stage (asr, llm_first_token, llm, tts, animator, "
+                    "first_segment, total)",
+                    boundaries=STAGE_BOUNDARIES,
+                    tag_keys=("stage",),
+                ),
+                "errors": Counter(
+                    "avatar_errors",
+                    description="Errors reported to clients, by code (error events and HTTP 4xx/5xx)",
+                    tag_keys=("code",),
+                ),
+                "rejections": Counter(
+                    "avatar_rejections",
+                    description="Requests refused at the gate, by reason (overloaded, unauthorized, "
+                    "bad_origin)",
+                    tag_keys=("reason",),
+                ),
+                "turns": Counter(
+                    "avatar_turns", description="Turns by outcome", tag_keys=("outcome",)
+                ),
+            }
+        except Exception as exc:  # never let telemetry break a turn
+            log.warning("metrics disabled: %s", exc)
+            _metrics = {}
+    return _metrics or None
+
+
+def observe_stage(stage: str, seconds: float) -> None:
+    if m := _get():
+        m["stage"].observe(seconds, tags={"stage": stage})
+
+
+def count_error(code: str) -> None:
+    if m := _get():
+        m["errors"].inc(tags={"code": code})
+
+
+def count_rejection(reason: str) -> None:
+    if m := _get():
+        m["rejections"].inc(tags={"reason": reason})
+
+
+def count_turn(outcome: str) -> None:
+    if m := _get():
+        m["turns"].inc(tags={"outcome": outcome})

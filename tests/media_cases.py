@@ -1,0 +1,82 @@
+"""Audio files for the bad-input corpus, made from real speech (jfk.flac) with PyAV and soundfile."""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+
+import av
+import numpy as np
+import soundfile as sf
+
+from deployments.media import decode_audio, resample
+from tests.conftest import JFK, MEDIA
+
+
+@cache
+def jfk_16k() -> np.ndarray:
+    return decode_audio(JFK.read_bytes(), 60.0)
+
+
+def wav(pcm: np.ndarray, rate: int, subtype: str = "PCM_16", channels: int = 1) -> bytes:
+    """Mono float PCM at 16 kHz -> WAV at `rate` with `channels` copies and the given sample format."""
+    pcm = resample(pcm, 16_000, rate)
+    data = np.repeat(pcm[:, None], channels, axis=1) if channels > 1 else pcm
+    buf = io.BytesIO()
+    sf.write(buf, data, rate, subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+def jfk_wav(rate: int = 16_000, subtype: str = "PCM_16", channels: int = 1) -> bytes:
+    return wav(jfk_16k(), rate, subtype, channels)
+
+
+def silence_wav(seconds: float) -> bytes:
+    return wav(np.zeros(int(16_000 * seconds), np.float32), 16_000)
+
+
+def poisoned_wav(value: float) -> bytes:
+    """Float WAV of real speech with a stretch of NaN or inf samples in the middle."""
+    pcm = jfk_16k().copy()
+    pcm[8_000:8_400] = value
+    buf = io.BytesIO()
+    sf.write(buf, pcm, 16_000, subtype="FLOAT", format="WAV")
+    return buf.getvalue()
+
+
+def encoded(fmt: str, codec: str, rate: int) -> bytes:
+    """Real speech re-encoded by FFmpeg into `fmt` (what browsers and phones send)."""
+    pcm = resample(jfk_16k(), 16_000, rate)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        frame_size = stream.codec_context.frame_size or 1024
+        for i in range(0, pcm.size, frame_size):
+            chunk = np.ascontiguousarray(pcm[i : i + frame_size]).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+            frame.sample_rate, frame.pts = rate, i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def video_only_mp4() -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def png() -> bytes:
+    return (MEDIA / "astronaut.png").read_bytes()
+
+
+def jfk_flac() -> bytes:
+    return JFK.read_bytes()
