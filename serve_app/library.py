@@ -47,6 +47,8 @@ def decode_image(data: bytes, cfg: StorageConfig) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
+    except Image.DecompressionBombError:
+        raise MediaError("image_too_large", f"the image has more than {cfg.max_image_pixels} pixels") from None
     except Exception:
         raise MediaError("undecodable_image", "the file is not an image (PNG, JPEG or WebP)") from None
     if width * height > cfg.max_image_pixels:

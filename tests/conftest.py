@@ -2,6 +2,7 @@
 
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,11 +43,18 @@ def wait_healthy(base_url: str, deadline_s: float = READY_DEADLINE_S) -> dict:
     raise TimeoutError(f"the app did not become healthy in {deadline_s} s; last answer: {last}")
 
 
+STORAGE = Path(tempfile.mkdtemp(prefix="avatar-test-storage-"))
+
+
 def app_config():
-    """The app's config for tests: the defaults, but greedy decoding so replies are reproducible."""
+    """The app's config for tests: the defaults, but greedy decoding so replies are reproducible,
+    a fresh upload directory, and a longer end-of-utterance silence: JFK pauses 1.1 s between
+    phrases, which the 0.7 s default would (rightly) take as three turns."""
     from serve_app.config import AppConfig
 
-    return AppConfig.model_validate({"llm": {"temperature": 0.0}})
+    return AppConfig.model_validate(
+        {"llm": {"temperature": 0.0}, "storage": {"dir": str(STORAGE)}, "endpointing": {"end_silence_s": 1.3}}
+    )
 
 
 @pytest.fixture(scope="session")
