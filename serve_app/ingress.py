@@ -267,6 +267,7 @@ class Ingress:
         await websocket.accept()
         session = WsSession(websocket, Conversation(id=new_id()), self)
         conv = session.conv
+        self.sessions.put(conv.id, conv)  # readable at /api/v1/sessions/{id} like HTTP sessions
         await session.send(
             {
                 "type": "session",

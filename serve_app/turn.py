@@ -54,6 +54,15 @@ class Conversation:
             del self.history[: -self.max_messages]
 
 
+    def keep_heard(self, said: str) -> None:
+        """The user interrupted playback: the last reply becomes what they heard of it."""
+        if len(self.history) >= 2 and self.history[-1]["role"] == "assistant":
+            if said:
+                self.history[-1] = {"role": "assistant", "content": said}
+            else:
+                del self.history[-2:]
+
+
 class StageError(Exception):
     def __init__(self, stage: str, code: str, message: str):
         super().__init__(message)

@@ -7,9 +7,12 @@ Client -> server
   text {"type": "ptt", "down": true|false}  push-to-talk over the PCM stream: down interrupts the
        avatar and starts an utterance, up ends it (no VAD needed)
   text {"type": "idle", "seconds": s}  the player runs low: send s seconds of listening video
+  text {"type": "interrupted", "turn_id", "heard": n, "cut": bool}  playback stopped after n segments
+       had started, the last one cut short if "cut": the history keeps only those sentences (and "…")
   text {"type": "cancel"} | {"type": "ping"}
 Server -> client
-  JSON events: session, settings, speech_start {barge_in}, utterance_end, cancelled {reason}, the
+  JSON events: session, settings, speech_start {barge_in}, utterance_end, cancelled {reason, merged:
+  the next utterance continues this one and its transcript repeats it}, the
   turn's events (turn, transcript, reply, segment, done, error), pong; every "segment" and "idle"
   event is followed at once by one binary message with its media bytes.
 """
@@ -44,6 +47,8 @@ class WsSession:
         self.turn_spoke = False  # the running turn has sent speech
         self.last_pcm: np.ndarray | None = None  # the running turn's utterance
         self.carry: np.ndarray | None = None  # speech of a turn interrupted before it spoke
+        self.turn_id = ""  # the latest turn and the sentences it sent, in order
+        self.sent: list[str] = []
         self.idle: asyncio.Task | None = None
         self.streaming = False
         self.ptt: list[np.ndarray] | None = None  # push-to-talk audio while the key is down
@@ -99,9 +104,12 @@ class WsSession:
                 barge_in = self.turn is not None and not self.turn.done()
                 await self.send({"type": "speech_start", "barge_in": barge_in})
                 if barge_in:
-                    if not self.turn_spoke:  # the user was not finished: keep what they said
+                    # Not answered yet: the user was not finished; their next utterance continues
+                    # this one, so the turn is redone with both ("merged").
+                    merged = not self.turn_spoke
+                    if merged:
                         self.carry = self.last_pcm
-                    await self.cancel_turn("barge_in")
+                    await self.cancel_turn("barge_in", merged=merged)
             elif isinstance(event, UtteranceEnd):
                 await self.utterance(event.pcm)
 
@@ -148,6 +156,13 @@ class WsSession:
                 await self.end_ptt()
         elif kind == "idle":
             await self.request_idle(msg.get("seconds"))
+        elif kind == "interrupted":
+            heard = msg.get("heard")
+            cut = msg.get("cut") is True
+            if msg.get("turn_id") == self.turn_id and isinstance(heard, int) and 0 <= heard <= len(self.sent):
+                await self.cancel_turn("barge_in")  # now the turn has recorded what it sent...
+                said = " ".join(self.sent[:heard]) + ("…" if cut and heard else "")
+                self.conv.keep_heard(said)  # ...of which this much was heard
         else:
             await self.send(
                 error_event(
@@ -175,7 +190,8 @@ class WsSession:
     async def run(self, pcm) -> None:
         counts = self.ingress.turn_counts
         counts["started"] += 1
-        turn_id = new_id()
+        turn_id = self.turn_id = new_id()
+        self.sent = []
         timeout = self.cfg.limits.stage_timeout_s
         try:
             async for event in run_turn(self.ingress.stages, self.conv, pcm, turn_id, timeout):
@@ -183,13 +199,14 @@ class WsSession:
                 if data is not None:
                     event["bytes"] = len(data)
                     self.turn_spoke = True
+                    self.sent.append(event["text"])
                 if event["type"] in ("done", "error"):
                     counts["completed" if event["type"] == "done" else "failed"] += 1
                 await self.send(event, data)
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client left mid-turn; run_turn's cleanup has cancelled the stages
 
-    async def cancel_turn(self, reason: str = "client", notify: bool = True) -> None:
+    async def cancel_turn(self, reason: str = "client", notify: bool = True, merged: bool = False) -> None:
         if self.turn and not self.turn.done():
             self.turn.cancel()
             await asyncio.gather(self.turn, return_exceptions=True)
@@ -197,7 +214,7 @@ class WsSession:
             if reason == "barge_in":
                 self.ingress.turn_counts["barge_in"] += 1
             if notify:
-                await self.send({"type": "cancelled", "reason": reason})
+                await self.send({"type": "cancelled", "reason": reason, "merged": merged})
         self.turn = None
 
     # ---- listening video -----------------------------------------------------------------

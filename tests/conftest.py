@@ -49,11 +49,12 @@ STORAGE = Path(tempfile.mkdtemp(prefix="avatar-test-storage-"))
 def app_config():
     """The app's config for tests: the defaults, but greedy decoding so replies are reproducible,
     a fresh upload directory, and a longer end-of-utterance silence: JFK pauses 1.1 s between
-    phrases, which the 0.7 s default would (rightly) take as three turns."""
+    phrases (longer after the browser's noise suppression), which the 0.7 s default would rightly
+    take as three turns."""
     from serve_app.config import AppConfig
 
     return AppConfig.model_validate(
-        {"llm": {"temperature": 0.0}, "storage": {"dir": str(STORAGE)}, "endpointing": {"end_silence_s": 1.3}}
+        {"llm": {"temperature": 0.0}, "storage": {"dir": str(STORAGE)}, "endpointing": {"end_silence_s": 1.8}}
     )
 
 

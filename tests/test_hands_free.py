@@ -59,7 +59,7 @@ class Client:
 
 
 def test_hands_free_turn_and_barge_in(serve_app, handles):
-    pcm = jfk_pcm16(2.0)
+    pcm = jfk_pcm16(2.5)
     names = ("LLM", "TTS", "Animator")
 
     async def talk():
