@@ -65,12 +65,6 @@ class Endpointer:
             events += self._window(window)
         return events
 
-    def flush(self) -> UtteranceEnd | None:
-        """End the utterance now (push-to-talk released): whatever was heard, speech or not."""
-        pcm = np.concatenate(self._pre_roll + self._speech + [self._pending]) if self._speech or self._pre_roll else None
-        self.reset()
-        return UtteranceEnd(pcm) if pcm is not None and len(pcm) else None
-
     def _prob(self, window: np.ndarray) -> float:
         h, c = self._state
         out, h, c = self.session.run(

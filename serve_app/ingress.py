@@ -23,6 +23,7 @@ from deployments.media import MediaError, decode_audio
 from serve_app.cache import LruCache
 from serve_app.config import AppConfig
 from serve_app.library import (
+    VOICE_RATE,
     Library,
     content_id,
     decode_image,
@@ -123,7 +124,8 @@ class Ingress:
 
     @app.get("/api/v1/avatars")
     async def avatars(self) -> JSONResponse:
-        default = {"id": "default", "name": "Astronaut (default)"}
+        stem = self.cfg.animator.avatar_image.stem.replace("_", " ").title()
+        default = {"id": "default", "name": f"{stem} (default)"}
         items = [default] + await asyncio.to_thread(self.avatar_lib.items)
         for item in items:
             item["preview_url"] = f"/api/v1/avatars/{item['id']}/image"
@@ -160,7 +162,7 @@ class Ingress:
 
     @app.get("/api/v1/voices")
     async def voices(self) -> JSONResponse:
-        default = {"id": "default", "name": "Joe (embedded Piper voice)", "preview_url": None}
+        default = {"id": "default", "name": "Joe (built-in)", "preview_url": None}
         items = await asyncio.to_thread(self.voice_lib.items)
         for item in items:
             item["preview_url"] = f"/api/v1/voices/{item['id']}/audio"
@@ -180,7 +182,7 @@ class Ingress:
             return http_error(413 if exc.code == "voice_too_long" else 400, exc.code, exc.message)
         voice_id = content_id(data)
         name = display_name(filename, f"Voice {voice_id[:6]}")
-        meta = {"name": name, "duration_s": round(len(pcm) / 24_000, 2)}
+        meta = {"name": name, "duration_s": round(len(pcm) / VOICE_RATE, 2)}
         await asyncio.to_thread(self.voice_lib.save, voice_id, encode_wav(pcm), meta)
         note = "stored; used by the GPU voice-cloning backend (the embedded Piper TTS has one voice)"
         return JSONResponse(

@@ -43,7 +43,7 @@ def mic_wav(directory: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright  # noqa: F811
+    from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         args = [
@@ -59,16 +59,15 @@ def browser():
 @pytest.fixture
 def page(browser, serve_app):
     context = browser.new_context(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
     page = context.new_page()
     page.add_init_script(RECORD_STATES)
-    import sys
-    page.on("console", lambda m: print("CONSOLE", m.type, m.text, file=sys.stderr))
-    page.on("websocket", lambda ws: ws.on("framereceived", lambda f: print("WS<", f[:150], file=sys.stderr) if isinstance(f, str) and '"idle"' not in f and '"reply"' not in f else None))
-    page.on("websocket", lambda ws: ws.on("framesent", lambda f: print("WS>", f[:150], file=sys.stderr) if isinstance(f, str) else None))
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(serve_app)
     page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'idle'", timeout=30_000)
     yield page
     context.close()
+    assert errors == [], "the page threw"
 
 
 def words(text: str) -> str:

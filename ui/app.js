@@ -32,6 +32,11 @@ function render() {
   pill.dataset.state = s;
   micButton.setAttribute("aria-pressed", String(state.handsFree || state.ptt));
   micButton.classList.toggle("blocked", state.micBlocked);
+  const hint = state.micBlocked ? "The microphone is blocked."
+    : state.handsFree ? "Just talk; interrupt any time. Click the mic to stop."
+    : state.ptt ? "Talking… release Space to send."
+    : "Click the mic to talk hands-free, or hold Space to talk.";
+  if ($("hint").textContent !== hint) $("hint").textContent = hint;
   micButton.setAttribute("aria-label", state.handsFree
     ? "Microphone on: stop the hands-free conversation" : "Microphone: start hands-free conversation");
 }
