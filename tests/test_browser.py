@@ -134,3 +134,26 @@ def test_barge_in_stops_playback(page, serve_app):
     kept = messages[1]["content"]
     assert messages[1]["role"] == "assistant" and kept != full_reply
     assert full_reply.startswith(kept.rstrip("…")), (kept, full_reply)
+
+
+def test_keyboard_order_and_labels(page):
+    """Tab walks the controls in reading order, each with a name a screen reader can say."""
+    order = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("(() => { const e = document.activeElement; return e.id || e.getAttribute('aria-label'); })()"))
+    assert order == [
+        "pill", "mic", "avatar-select", "Upload a face image", "voice-select", "Upload a reference voice clip",
+        "language-select", "autoplay",
+    ], order
+    mic = page.get_by_test_id("mic-button")
+    assert mic.get_attribute("aria-label") and mic.get_attribute("aria-pressed") == "false"
+    # the focused control (reached by keyboard) shows the page's focus ring
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+
+
+def test_narrow_screen_stacks_the_columns(page):
+    page.set_viewport_size({"width": 420, "height": 900})
+    video = page.get_by_test_id("avatar-video").bounding_box()
+    chat = page.get_by_test_id("transcript").bounding_box()
+    assert chat["y"] > video["y"] + video["height"]  # below, not beside
