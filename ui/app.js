@@ -87,7 +87,8 @@ function connect() {
   let pending = null;  // the segment/idle event whose bytes come next
   ws.onopen = () => {
     state.connected = true; state.retries = 0; showBanner("");
-    player = new SegmentPlayer(video);
+    if (player) URL.revokeObjectURL(video.src);
+    player = new SegmentPlayer(video); state.turnId = null;
     applyMuted();
     ws.send(JSON.stringify({ type: "settings", ...state.settings }));
     if (state.handsFree) ws.send(JSON.stringify({ type: "mic", on: true }));
@@ -189,8 +190,9 @@ function interrupt() {
 
 // Keep listening video flowing: ask for more when less than half a second is buffered ahead.
 function feed() {
-  if (!player || !state.connected || state.idlePending || player.ahead > 0.5) return;
-  state.idlePending = true;
+  if (!player || !state.connected || player.ahead > 0.5) return;
+  if (state.idlePending && performance.now() - state.idleAsked < 5000) return;  // asked; re-ask if lost
+  state.idlePending = true; state.idleAsked = performance.now();
   state.ws.send(JSON.stringify({ type: "idle", seconds: 1.0 }));
 }
 
