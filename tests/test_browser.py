@@ -18,7 +18,7 @@ from deployments.media import decode_audio
 from tests.conftest import JFK, JFK_WORDS, ROOT
 
 CHROMIUM = "/usr/bin/chromium"
-SILENCE_S = 5.0
+SILENCE_S = 8.0  # long enough for the reply to start first, even on a slow, busy machine
 DOCS = ROOT / "docs"
 
 # Records every status the pill shows, from the first paint on.
