@@ -157,6 +157,10 @@ function handle(ev, expectBytes) {
       showTimings(ev.timings); break;
     case "error":
       state.thinking = false; state.idlePending = false;
+      if (ev.code === "unknown_avatar" || ev.code === "unknown_voice") {  // e.g. a stored choice that is gone
+        localStorage.removeItem("avatar-settings");
+        send({ type: "settings", avatar_id: "default", voice_id: "default" });
+      }
       showBanner(ev.code === "no_speech" ? "I didn't catch that. Try again?" : ev.message);
       setTimeout(() => showBanner(""), 6000);
       break;
@@ -241,8 +245,12 @@ function pttUp() {
   mic.stop(); render();
 }
 
-micButton.addEventListener("click", toggleHandsFree);
-const typing = (e) => e.target.closest("input, select, textarea, label.upload");
+micButton.addEventListener("click", (e) => {
+  if (e.detail > 0) micButton.blur();  // after a mouse click, Space is push-to-talk again
+  toggleHandsFree();
+});
+// Space on a focused control activates that control (the mic button toggles hands-free).
+const typing = (e) => e.target.closest("input, select, textarea, button, label.upload");
 document.addEventListener("keydown", (e) => {
   if (e.code !== "Space" || e.repeat || typing(e)) return;
   e.preventDefault(); pttDown();
