@@ -1,6 +1,7 @@
 """One real Ray cluster and one real deployment of the whole graph, shared by the test session."""
 
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -82,6 +83,7 @@ def serve_app():
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(STORAGE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,15 @@ def words(text: str) -> str:
 
 def heard(page, n: int) -> str:
     """The text of the n-th user line, once the page shows it with JFK's words."""
+    lines = "document.querySelectorAll('[data-testid=transcript] li.user p')"
+    try:
+        wait_heard(page, n)
+    except Exception:
+        raise AssertionError(f"user line {n} with JFK's words never came: {page.evaluate(f'[...{lines}].map(p => p.textContent)')}")
+    return page.locator("[data-testid=transcript] li.user p").nth(n - 1).text_content()
+
+
+def wait_heard(page, n: int) -> None:
     page.wait_for_function(
         """([n, wanted]) => {
           const lines = document.querySelectorAll('[data-testid=transcript] li.user p');
@@ -85,7 +94,6 @@ def heard(page, n: int) -> str:
         arg=[n, JFK_WORDS],
         timeout=60_000,
     )
-    return page.locator("[data-testid=transcript] li.user p").nth(n - 1).text_content()
 
 
 def in_order(seen: list[str], wanted: list[str]) -> bool:
@@ -127,6 +135,11 @@ def test_barge_in_stops_playback(page, serve_app):
     interrupted = page.locator("[data-testid=transcript] li.avatar.interrupted")
     assert interrupted.count() == 1
     assert JFK_WORDS in words(heard(page, 2))
+    # once interrupted, nothing more of the first reply was queued (segments in flight were dropped)
+    late = page.evaluate(
+        "(([b]) => window.__player.log.filter(([turn, start]) => turn === b.turn && start >= b.at))(window.__bargeIns)"
+    )
+    assert late == []
     # the history keeps only the part of the reply that was played before the interruption
     full_reply = interrupted.locator("p").text_content().strip()
     session = page.evaluate("document.body.dataset.session")

@@ -88,7 +88,7 @@ function connect() {
   ws.onopen = () => {
     state.connected = true; state.retries = 0; showBanner("");
     if (player) URL.revokeObjectURL(video.src);
-    player = new SegmentPlayer(video); state.turnId = null;
+    player = window.__player = new SegmentPlayer(video); state.turnId = null;
     applyMuted();
     ws.send(JSON.stringify({ type: "settings", ...state.settings }));
     if (state.handsFree) ws.send(JSON.stringify({ type: "mic", on: true }));
@@ -106,7 +106,9 @@ function connect() {
       if (pending) {
         const kind = pending.type === "segment" ? "speech" : "idle";
         if (kind === "idle") state.idlePending = false;
-        player.append(msg.data, pending.mime, pending.duration_s, kind, state.turnId);
+        if (kind === "idle" || state.turnId !== state.stoppedTurn) {  // never replay an interrupted turn
+          player.append(msg.data, pending.mime, pending.duration_s, kind, state.turnId);
+        }
         pending = null;
       }
       return;
@@ -144,6 +146,7 @@ function handle(ev, expectBytes) {
       addLine("user", ev.text || "(nothing heard)");
       break;
     case "reply":
+      if (state.turnId === state.stoppedTurn) break;  // the user already talked over it
       state.avatarLine ??= addLine("avatar", "");
       state.avatarLine.textContent += ev.text;
       transcript.scrollTop = transcript.scrollHeight;
@@ -178,9 +181,11 @@ function dropLastTurn() {
 
 /** The user talks over the avatar: silence it now; the server cancels the rest of the turn. */
 function interrupt() {
+  if (state.turnId && state.turnId === state.stoppedTurn) return;  // once per turn
+  state.stoppedTurn = state.turnId;  // its segments still in flight are dropped on arrival
   const ends = player ? player.speech.map(([, b]) => b) : [];
   const left = Math.max(0, ...ends) - video.currentTime;  // reply seconds that will not be played
-  (window.__bargeIns ??= []).push({ left });  // for tests and debugging
+  (window.__bargeIns ??= []).push({ left, turn: state.turnId, at: video.currentTime });  // for tests
   // tell the server how much of the reply was heard, so the history keeps only that
   if (state.turnId && player) {
     send({ type: "interrupted", turn_id: state.turnId, heard: player.started(state.turnId), cut: player.speaking });

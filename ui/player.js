@@ -86,7 +86,10 @@ export class SegmentPlayer {
     this.buffer.appendBuffer(op.bytes);
     this.end = start + op.duration;
     this.lastKind = op.kind;
-    if (op.kind === "speech") this.speech.push([start, this.end, op.tag]);
+    if (op.kind === "speech") {
+      this.speech.push([start, this.end, op.tag]);
+      this.log = [...(this.log || []).slice(-49), [op.tag, start]];  // recent speech appends, for tests
+    }
     this.speech = this.speech.filter(([, b]) => b > now - 1);
     this.video.play().catch(() => {});
   }
