@@ -19,6 +19,6 @@ def build_app(args: AppConfig) -> Application:
         ASR.bind(section(args.asr)),
         LLM.bind(section(args.llm)),
         TTS.bind(section(args.tts)),
-        Animator.bind(section(args.animator)),
+        Animator.bind(section(args.animator), str(args.storage.dir)),
         section(args),
     )

@@ -6,6 +6,7 @@ deployment receives only its own section. Defaults are the embedded (CPU, no dow
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -124,6 +125,36 @@ class SecurityConfig(_Strict):
     cors_allow_credentials: bool = False
 
 
+class StorageConfig(_Strict):
+    """Uploaded avatars and voices, stored under content-hash names that clients never choose.
+    Every replica must see the same directory (one node, or a shared volume)."""
+
+    dir: Path = Path(tempfile.gettempdir()) / "talking-avatar"
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = Field(25_000_000, description="checked from the header, before decoding")
+    max_image_side: int = Field(1024, description="larger avatars are scaled down on upload")
+    min_voice_s: float = 2.0
+    max_voice_s: float = 30.0
+
+
+class EndpointingConfig(_Strict):
+    """Server-side end-of-utterance detection (Silero VAD) for hands-free streaming."""
+
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="speech probability that starts speech")
+    neg_threshold: float = Field(0.35, gt=0.0, lt=1.0, description="below this, speech has paused")
+    min_speech_s: float = Field(0.25, ge=0.0, description="shorter bursts are noise, not a turn")
+    end_silence_s: float = Field(0.7, gt=0.0, description="silence that ends an utterance")
+    pre_roll_s: float = Field(0.3, ge=0.0, description="audio kept from before speech started")
+    max_utterance_s: float = Field(30.0, gt=1.0, description="an utterance is cut here and sent")
+
+
+class SessionConfig(_Strict):
+    languages: tuple[str, ...] = Field(
+        ("en",), description="languages the ASR understands (the embedded tiny.en: English only)"
+    )
+    idle_segment_s: float = Field(1.0, gt=0.0, le=5.0, description="listening video sent per request")
+
+
 class AppConfig(_Strict):
     asr: AsrConfig = AsrConfig()
     llm: LlmConfig = LlmConfig()
@@ -132,3 +163,6 @@ class AppConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     admission: AdmissionConfig = AdmissionConfig()
     security: SecurityConfig = SecurityConfig()
+    storage: StorageConfig = StorageConfig()
+    endpointing: EndpointingConfig = EndpointingConfig()
+    session: SessionConfig = SessionConfig()

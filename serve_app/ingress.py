@@ -24,6 +24,16 @@ from serve_app import security
 from serve_app.cache import LruCache
 from serve_app.config import AppConfig
 from serve_app.errors import http_error, install_handlers
+from serve_app.library import (
+    VOICE_RATE,
+    Library,
+    content_id,
+    decode_image,
+    decode_voice,
+    display_name,
+    encode_png,
+    encode_wav,
+)
 from serve_app.turn import Conversation, Stages, run_turn
 from serve_app.ws_session import WsSession, new_id
 
@@ -56,6 +66,39 @@ class Ingress:
         self.segments: LruCache[str, tuple[bytes, str]] = LruCache(
             max_weight=limits.segment_cache_bytes, ttl_s=limits.segment_ttl_s, weigh=lambda s: len(s[0])
         )
+        self.avatar_lib = Library(self.cfg.storage.dir, "avatars", ".png")
+        self.voice_lib = Library(self.cfg.storage.dir, "voices", ".wav")
+        self.turn_counts = {"started": 0, "completed": 0, "failed": 0, "cancelled": 0, "barge_in": 0}
+
+    def check_choice(self, avatar_id: str, voice_id: str, language: str) -> tuple[str, str] | None:
+        """(code, message) if a session's avatar, voice or language cannot be used, else None."""
+        if not isinstance(avatar_id, str) or (avatar_id != "default" and not self.avatar_lib.path(avatar_id)):
+            return "unknown_avatar", f"no avatar with id {avatar_id!r}; see GET /api/v1/avatars"
+        if not isinstance(voice_id, str) or (voice_id != "default" and not self.voice_lib.path(voice_id)):
+            return "unknown_voice", f"no voice with id {voice_id!r}; see GET /api/v1/voices"
+        supported = self.cfg.session.languages
+        if language not in supported:
+            return "unsupported_language", (
+                f"language {language!r} is not supported; the speech recogniser understands: "
+                + ", ".join(supported)
+            )
+        return None
+
+    async def upload(self, request: Request, field: str, limit: int) -> tuple[bytes, str | None] | JSONResponse:
+        """The bytes and filename of one multipart file field, or the error response."""
+        if int(request.headers.get("content-length") or 0) > limit + 64 * 1024:
+            return http_error(413, "upload_too_large", f"the upload is larger than {limit} bytes")
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except Exception as exc:
+            return http_error(400, "bad_form", f"expected multipart/form-data: {exc}")
+        file = form.get(field)
+        if not isinstance(file, UploadFile):
+            return http_error(400, f"missing_{field}", f"send the file in the form field {field!r}")
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            return http_error(413, "upload_too_large", f"the upload is larger than {limit} bytes")
+        return data, file.filename
 
     async def admission(self, limits: dict | None = None) -> dict:
         """Handle-only (no route): read or replace the admission limits at run time."""
@@ -87,11 +130,87 @@ class Ingress:
     async def index(self) -> FileResponse:
         return FileResponse(UI_DIR / "index.html")
 
+    @app.get("/api/v1/stats")
+    async def stats(self) -> JSONResponse:
+        """Turns this ingress replica started, completed, failed and cancelled (barge-ins among them)."""
+        return JSONResponse({"turns": self.turn_counts})
+
+    # ---- avatars and voices --------------------------------------------------------------
+
+    @app.get("/api/v1/avatars")
+    async def avatars(self) -> JSONResponse:
+        stem = self.cfg.animator.avatar_image.stem.replace("_", " ").title()
+        default = {"id": "default", "name": f"{stem} (default)"}
+        items = [default] + await asyncio.to_thread(self.avatar_lib.items)
+        for item in items:
+            item["preview_url"] = f"/api/v1/avatars/{item['id']}/image"
+        return JSONResponse({"avatars": items})
+
+    @app.post("/api/v1/avatars")
+    async def add_avatar(self, request: Request) -> Response:
+        """A face image (PNG, JPEG, WebP). 422 if it has no face the animator can use."""
+        got = await self.upload(request, "image", self.cfg.storage.max_image_bytes)
+        if isinstance(got, JSONResponse):
+            return got
+        data, filename = got
+        try:
+            png = await asyncio.to_thread(lambda: encode_png(decode_image(data, self.cfg.storage)))
+        except MediaError as exc:
+            return http_error(413 if exc.code == "image_too_large" else 400, exc.code, exc.message)
+        avatar_id = content_id(data)
+        verdict = await self.stages.animator.register_avatar.remote(avatar_id, png)
+        if not verdict["ok"]:
+            return http_error(422, "no_face", verdict["message"])
+        name = display_name(filename, f"Avatar {avatar_id[:6]}")
+        await asyncio.to_thread(self.avatar_lib.save, avatar_id, png, {"name": name})
+        url = f"/api/v1/avatars/{avatar_id}/image"
+        return JSONResponse({"id": avatar_id, "name": name, "preview_url": url}, status_code=201)
+
     @app.get("/api/v1/avatars/{avatar_id}/image")
     async def avatar_image(self, avatar_id: str) -> Response:
-        if avatar_id != "default":
+        if avatar_id == "default":
+            return FileResponse(self.cfg.animator.avatar_image)
+        path = self.avatar_lib.path(avatar_id)
+        if path is None:
             return http_error(404, "avatar_not_found", f"no avatar with id {avatar_id!r}")
-        return FileResponse(self.cfg.animator.avatar_image)
+        return FileResponse(path, media_type="image/png")
+
+    @app.get("/api/v1/voices")
+    async def voices(self) -> JSONResponse:
+        default = {"id": "default", "name": "Joe (built-in)", "preview_url": None}
+        items = await asyncio.to_thread(self.voice_lib.items)
+        for item in items:
+            item["preview_url"] = f"/api/v1/voices/{item['id']}/audio"
+        return JSONResponse({"voices": [default] + items})
+
+    @app.post("/api/v1/voices")
+    async def add_voice(self, request: Request) -> Response:
+        """A 2-30 s reference clip. Stored for the GPU voice-cloning TTS backend (XTTS-v2); the
+        embedded Piper TTS speaks with its one built-in voice whichever voice is chosen."""
+        got = await self.upload(request, "audio", self.cfg.limits.max_upload_bytes)
+        if isinstance(got, JSONResponse):
+            return got
+        data, filename = got
+        try:
+            pcm = await asyncio.to_thread(decode_voice, data, self.cfg.storage)
+        except MediaError as exc:
+            return http_error(413 if exc.code == "voice_too_long" else 400, exc.code, exc.message)
+        voice_id = content_id(data)
+        name = display_name(filename, f"Voice {voice_id[:6]}")
+        meta = {"name": name, "duration_s": round(len(pcm) / VOICE_RATE, 2)}
+        await asyncio.to_thread(self.voice_lib.save, voice_id, encode_wav(pcm), meta)
+        note = "stored; used by the GPU voice-cloning backend (the embedded Piper TTS has one voice)"
+        return JSONResponse(
+            {"id": voice_id, **meta, "preview_url": f"/api/v1/voices/{voice_id}/audio", "note": note},
+            status_code=201,
+        )
+
+    @app.get("/api/v1/voices/{voice_id}/audio")
+    async def voice_audio(self, voice_id: str) -> Response:
+        path = self.voice_lib.path(voice_id)
+        if path is None:
+            return http_error(404, "voice_not_found", f"no stored clip for voice {voice_id!r}")
+        return FileResponse(path, media_type="audio/wav")
 
     # ---- HTTP turn -------------------------------------------------------------------------
 
@@ -101,7 +220,7 @@ class Ingress:
         if int(request.headers.get("content-length") or 0) > limit:
             return http_error(413, "upload_too_large", f"the upload is larger than {limit} bytes")
         try:
-            form = await request.form(max_files=1, max_fields=4)
+            form = await request.form(max_files=1, max_fields=8)
         except Exception as exc:
             return http_error(400, "bad_form", f"expected multipart/form-data: {exc}")
         audio = form.get("audio")
@@ -113,12 +232,18 @@ class Ingress:
         session_id = form.get("session_id") or new_id()
         if not isinstance(session_id, str) or not _ID.match(session_id):
             return http_error(400, "bad_session_id", "session_id must be 1-64 letters, digits, _ or -")
+        choice = {k: form.get(k) or "default" for k in ("avatar_id", "voice_id")}
+        choice["language"] = form.get("language") or self.cfg.session.languages[0]
+        problem = self.check_choice(**choice)
+        if problem:
+            return http_error(422 if problem[0] == "unsupported_language" else 404, *problem)
         try:
             pcm = await asyncio.to_thread(decode_audio, data, self.cfg.limits.max_audio_s)
         except MediaError as exc:
             return http_error(413 if exc.code == "audio_too_long" else 400, exc.code, exc.message)
 
         conv = self.sessions.get(session_id) or Conversation(id=session_id)
+        conv.avatar_id, conv.voice_id, conv.language = choice["avatar_id"], choice["voice_id"], choice["language"]
         self.sessions.put(session_id, conv)
         turn_id = new_id()
 
@@ -154,14 +279,25 @@ class Ingress:
 
     @app.websocket("/ws")
     async def ws(self, websocket: WebSocket) -> None:
-        """Binary message: one utterance (any audio file) starts a turn, cancelling a running one.
-        Text message: JSON control, {"type": "cancel"} or {"type": "ping"}."""
+        """Hands-free (PCM stream + server VAD), push-to-talk or whole audio files; the messages are
+        described in serve_app/ws_session.py."""
         await websocket.accept()
         session = WsSession(websocket, Conversation(id=new_id()), self)
-        await session.send({"type": "session", "session_id": session.conv.id})
+        conv = session.conv
+        self.sessions.put(conv.id, conv)  # readable at /api/v1/sessions/{id} like HTTP sessions
+        await session.send(
+            {
+                "type": "session",
+                "session_id": conv.id,
+                "avatar_id": conv.avatar_id,
+                "voice_id": conv.voice_id,
+                "language": conv.language,
+                "languages": list(self.cfg.session.languages),
+            }
+        )
         try:
             await session.serve()
         except WebSocketDisconnect:
             pass
         finally:
-            await session.cancel_turn(notify=False)
+            await session.close()

@@ -42,12 +42,26 @@ class Conversation:
     history: list[dict[str, str]] = field(default_factory=list)
     anim_state: Any = None  # the animator's continuity state, passed back on every call
     avatar_id: str = "default"
+    voice_id: str = "default"  # stored for the voice-cloning TTS backend; Piper has one voice
+    language: str = "en"
     max_messages: int = 24
+    # Speech and idle (listening) video both advance anim_state; one render at a time keeps the
+    # animation clock continuous across them.
+    anim_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def remember(self, user_text: str, said: str) -> None:
         if said:
             self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": said}]
             del self.history[: -self.max_messages]
+
+
+    def keep_heard(self, said: str) -> None:
+        """The user interrupted playback: the last reply becomes what they heard of it."""
+        if len(self.history) >= 2 and self.history[-1]["role"] == "assistant":
+            if said:
+                self.history[-1] = {"role": "assistant", "content": said}
+            else:
+                del self.history[-2:]
 
 
 class StageError(Exception):
@@ -163,13 +177,14 @@ async def run_turn(
         while (item := await speech.get()) is not _END:
             sentence, audio = item
             started = time.perf_counter()
-            seg = await call_stage(
-                "animator",
-                stages.animator.render_segment.remote(audio, conv.anim_state, conv.avatar_id),
-                timeout_s,
-            )
+            async with conv.anim_lock:
+                seg = await call_stage(
+                    "animator",
+                    stages.animator.render_segment.remote(audio, conv.anim_state, conv.avatar_id),
+                    timeout_s,
+                )
+                conv.anim_state = seg.state
             timings.add("animator", time.perf_counter() - started)
-            conv.anim_state = seg.state
             if not spoken:
                 timings.set("first_segment", timings.elapsed())
             await events.put(

@@ -1,7 +1,9 @@
 """One real Ray cluster and one real deployment of the whole graph, shared by the test session."""
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,13 +45,24 @@ def wait_healthy(base_url: str, deadline_s: float = READY_DEADLINE_S) -> dict:
     raise TimeoutError(f"the app did not become healthy in {deadline_s} s; last answer: {last}")
 
 
+STORAGE = Path(tempfile.mkdtemp(prefix="avatar-test-storage-"))
+
+
 def app_config():
-    """The app's config for tests: the defaults, but greedy decoding so replies are reproducible, and
-    an upload cap below the proxy's 16 MiB WebSocket frame limit so the app's own check is reachable."""
+    """The app's config for tests: the defaults, but greedy decoding so replies are reproducible;
+    an upload cap below the proxy's 16 MiB WebSocket frame limit so the app's own check is reachable;
+    a fresh upload directory; and a longer end-of-utterance silence: JFK pauses 1.1 s between
+    phrases (longer after the browser's noise suppression), which the 0.7 s default would rightly
+    take as three turns."""
     from serve_app.config import AppConfig
 
     return AppConfig.model_validate(
-        {"llm": {"temperature": 0.0}, "limits": {"max_upload_bytes": TEST_MAX_UPLOAD}}
+        {
+            "llm": {"temperature": 0.0},
+            "limits": {"max_upload_bytes": TEST_MAX_UPLOAD},
+            "storage": {"dir": str(STORAGE)},
+            "endpointing": {"end_silence_s": 1.8},
+        }
     )
 
 
@@ -77,6 +90,7 @@ def serve_app():
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(STORAGE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

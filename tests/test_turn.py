@@ -12,8 +12,10 @@ from tests.test_stages import words
 from serve_app.sentences import SentenceSplitter
 
 
-def post_turn(base_url: str, audio: bytes, session_id: str | None = None) -> tuple[list[dict], httpx.Headers]:
-    data = {"session_id": session_id} if session_id else {}
+def post_turn(
+    base_url: str, audio: bytes, session_id: str | None = None, extra: dict | None = None
+) -> tuple[list[dict], httpx.Headers]:
+    data = ({"session_id": session_id} if session_id else {}) | (extra or {})
     with httpx.stream(
         "POST", f"{base_url}/api/v1/turn", files={"audio": ("jfk.flac", audio)}, data=data, timeout=120
     ) as r:

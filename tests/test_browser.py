@@ -1,0 +1,172 @@
+"""The page in a real browser: Debian's chromium driven by Playwright, with JFK as the microphone.
+
+Chromium loops the fake capture file: 11 s of speech, then SILENCE_S of silence, then the speech
+again, so the second pass talks over the avatar's reply (barge-in) without any scripting.
+"""
+
+import re
+import tempfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from playwright.sync_api import expect
+
+from deployments.media import decode_audio
+from tests.conftest import JFK, JFK_WORDS, ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+SILENCE_S = 8.0  # long enough for the reply to start first, even on a slow, busy machine
+DOCS = ROOT / "docs"
+
+# Records every status the pill shows, from the first paint on.
+RECORD_STATES = """
+window.__states = [];
+document.addEventListener('DOMContentLoaded', () => {
+  const el = document.querySelector('[data-testid="status"]');
+  const note = () => { const s = el.textContent.trim(); if (window.__states.at(-1) !== s) window.__states.push(s); };
+  note();
+  new MutationObserver(note).observe(el, { childList: true, characterData: true, subtree: true });
+});
+"""
+
+
+def mic_wav(directory: Path) -> Path:
+    speech = decode_audio(JFK.read_bytes(), 60, rate=48_000)
+    audio = np.concatenate([speech, np.zeros(int(SILENCE_S * 48_000), np.float32)])
+    path = directory / "mic.wav"
+    sf.write(path, audio, 48_000, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        args = [
+            "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={mic_wav(Path(tmp))}",
+        ]
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, serve_app):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page = context.new_page()
+    page.add_init_script(RECORD_STATES)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(serve_app)
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'idle'", timeout=30_000)
+    yield page
+    context.close()
+    assert errors == [], "the page threw"
+
+
+def words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z']+", text.lower()))
+
+
+def heard(page, n: int) -> str:
+    """The text of the n-th user line, once the page shows it with JFK's words."""
+    lines = "document.querySelectorAll('[data-testid=transcript] li.user p')"
+    try:
+        wait_heard(page, n)
+    except Exception:
+        raise AssertionError(f"user line {n} with JFK's words never came: {page.evaluate(f'[...{lines}].map(p => p.textContent)')}")
+    return page.locator("[data-testid=transcript] li.user p").nth(n - 1).text_content()
+
+
+def wait_heard(page, n: int) -> None:
+    page.wait_for_function(
+        """([n, wanted]) => {
+          const lines = document.querySelectorAll('[data-testid=transcript] li.user p');
+          const norm = (t) => t.toLowerCase().replace(/[^a-z' ]+/g, ' ').replace(/\\s+/g, ' ');
+          return lines.length >= n && norm(lines[n - 1].textContent).includes(wanted);
+        }""",
+        arg=[n, JFK_WORDS],
+        timeout=60_000,
+    )
+
+
+def in_order(seen: list[str], wanted: list[str]) -> bool:
+    """`wanted` appears in `seen` as a subsequence."""
+    it = iter(seen)
+    return all(any(s == w for s in it) for w in wanted)
+
+
+def test_hands_free_conversation(page):
+    status = page.get_by_test_id("status")
+    video = page.get_by_test_id("avatar-video")
+    page.get_by_test_id("mic-button").click()
+    expect(page.get_by_test_id("mic-button")).to_have_attribute("aria-pressed", "true", timeout=10_000)
+    page.wait_for_function("document.querySelector('video').currentTime > 1", timeout=30_000)  # listening video
+    assert status.text_content() == "listening"
+    page.screenshot(path=str(DOCS / "screenshot-listening.png"))
+
+    said = heard(page, 1)
+    assert JFK_WORDS in words(said)
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'speaking'", timeout=60_000)
+    reply = page.locator("[data-testid=transcript] li.avatar p").first
+    assert len(reply.text_content().split()) >= 3
+    t0 = video.evaluate("v => v.currentTime")
+    page.wait_for_function(f"document.querySelector('video').currentTime > {t0} + 1", timeout=30_000)
+    page.screenshot(path=str(DOCS / "screenshot-speaking.png"))
+    assert video.evaluate("v => v.videoWidth") > 0 and video.evaluate("v => v.muted") is False
+    page.wait_for_function("window.__states.at(-1) === 'listening' && window.__states.includes('speaking')", timeout=60_000)
+    states = page.evaluate("window.__states")
+    assert in_order(states, ["idle", "listening", "thinking", "speaking", "listening"]), states
+
+
+def test_barge_in_stops_playback(page, serve_app):
+    page.get_by_test_id("mic-button").click()
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'speaking'", timeout=90_000)
+    # JFK's second pass starts while the avatar speaks
+    page.wait_for_function("(window.__bargeIns || []).length >= 1", timeout=60_000)
+    assert page.evaluate("window.__bargeIns[0].left") > 0, "it interrupted speech still to be played"
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent !== 'speaking'", timeout=10_000)
+    interrupted = page.locator("[data-testid=transcript] li.avatar.interrupted")
+    assert interrupted.count() == 1
+    assert JFK_WORDS in words(heard(page, 2))
+    # once interrupted, nothing more of the first reply was queued (segments in flight were dropped)
+    late = page.evaluate(
+        "(([b]) => window.__player.log.filter(([turn, start]) => turn === b.turn && start >= b.at))(window.__bargeIns)"
+    )
+    assert late == []
+    # the history keeps only the part of the reply that was played before the interruption
+    full_reply = interrupted.locator("p").text_content().strip()
+    session = page.evaluate("document.body.dataset.session")
+    messages = httpx.get(f"{serve_app}/api/v1/sessions/{session}", timeout=30).json()["messages"]
+    kept = messages[1]["content"]
+    assert messages[1]["role"] == "assistant" and kept != full_reply
+    assert full_reply.startswith(kept.rstrip("…")), (kept, full_reply)
+
+
+def test_keyboard_order_and_labels(page):
+    """Tab walks the controls in reading order, each with a name a screen reader can say."""
+    order = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("(() => { const e = document.activeElement; return e.id || e.getAttribute('aria-label'); })()"))
+    assert order == [
+        "pill", "mic", "avatar-select", "Upload a face image", "voice-select", "Upload a reference voice clip",
+        "language-select", "autoplay",
+    ], order
+    mic = page.get_by_test_id("mic-button")
+    assert mic.get_attribute("aria-label") and mic.get_attribute("aria-pressed") == "false"
+    # the focused control (reached by keyboard) shows the page's focus ring
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+
+
+def test_narrow_screen_stacks_the_columns(page):
+    page.set_viewport_size({"width": 420, "height": 900})
+    video = page.get_by_test_id("avatar-video").bounding_box()
+    chat = page.get_by_test_id("transcript").bounding_box()
+    assert chat["y"] > video["y"] + video["height"]  # below, not beside
