@@ -80,3 +80,24 @@ def png() -> bytes:
 
 def jfk_flac() -> bytes:
     return JFK.read_bytes()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height over a few bytes of data: how a decompression bomb
+    looks before anyone inflates it. Readers must refuse it from the header alone."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    idat = zlib.compress(b"\x00" * (width + 1) * 4)  # four rows; the rest would inflate on demand
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def grey_png(size: int = 256) -> bytes:
+    """A valid image with no face in it."""
+    import cv2
+
+    return cv2.imencode(".png", np.full((size, size, 3), 128, np.uint8))[1].tobytes()

@@ -41,6 +41,13 @@ def upload(make: Callable[[], bytes], name: str = "audio.bin", **form: str) -> C
     return lambda: {"method": "POST", "url": TURN, "files": {"audio": (name, make())}, "data": form}
 
 
+def post_file(url: str, field: str, make: Callable[[], bytes], name: str = "upload.bin") -> Callable[[], dict]:
+    return lambda: {"method": "POST", "url": url, "files": {field: (name, make())}}
+
+
+AVATARS, VOICES = "/api/v1/avatars", "/api/v1/voices"
+
+
 def get(path: str) -> Callable[[], dict]:
     return lambda: {"method": "GET", "url": path}
 
@@ -117,6 +124,29 @@ HTTP_CASES = [
     HttpCase("static file traversal", get("/ui/%2e%2e/pyproject.toml"), 404, "not_found"),
     HttpCase("unknown route", get("/api/v1/nothing-here"), 404, "not_found"),
     HttpCase("GET on the turn route", get(TURN), 405, "method_not_allowed"),
+    # -- the turn's choices
+    HttpCase("unsupported language", upload(m.jfk_flac, language="fr"), 422, "unsupported_language"),
+    HttpCase("language not a code", upload(m.jfk_flac, language="x" * 300), 422, "unsupported_language"),
+    HttpCase("unknown avatar id", upload(m.jfk_flac, avatar_id="nobody"), 404, "unknown_avatar"),
+    HttpCase("avatar id traversal", upload(m.jfk_flac, avatar_id="../../etc/passwd"), 404, "unknown_avatar"),
+    HttpCase("unknown voice id", upload(m.jfk_flac, voice_id="nobody"), 404, "unknown_voice"),
+    HttpCase("voice id absolute path", upload(m.jfk_flac, voice_id="/etc/passwd"), 404, "unknown_voice"),
+    # -- avatar uploads
+    HttpCase("avatar: no image field", lambda: {"method": "POST", "url": AVATARS, "data": {"x": "1"}}, 400, "missing_image"),
+    HttpCase("avatar: empty file", post_file(AVATARS, "image", lambda: b""), 400, "empty_image"),
+    HttpCase("avatar: text, not an image", post_file(AVATARS, "image", lambda: b"hello, not a picture"), 400, "undecodable_image"),
+    HttpCase("avatar: audio, not an image", post_file(AVATARS, "image", m.jfk_flac), 400, "undecodable_image"),
+    HttpCase("avatar: decompression bomb", post_file(AVATARS, "image", lambda: m.png_claiming(50_000, 50_000)), 413, "image_too_large"),
+    HttpCase("avatar: huge dimensions", post_file(AVATARS, "image", lambda: m.png_claiming(6_000, 6_000)), 413, "image_too_large"),
+    HttpCase("avatar: no face in the image", post_file(AVATARS, "image", m.grey_png), 422, "no_face"),
+    HttpCase("avatar image traversal", get(f"{AVATARS}/{TRAVERSAL}/image"), 404, "not_found"),
+    # -- voice uploads
+    HttpCase("voice: no audio field", lambda: {"method": "POST", "url": VOICES, "data": {"x": "1"}}, 400, "missing_audio"),
+    HttpCase("voice: not audio", post_file(VOICES, "audio", m.png), 400, "no_audio_stream"),
+    HttpCase("voice: garbage", post_file(VOICES, "audio", lambda: b"garbage" * 100), 400, "undecodable_audio"),
+    HttpCase("voice: too short", post_file(VOICES, "audio", lambda: m.silence_wav(1)), 400, "voice_too_short"),
+    HttpCase("voice: too long", post_file(VOICES, "audio", lambda: m.silence_wav(31)), 413, "voice_too_long"),
+    HttpCase("unknown voice clip", get(f"{VOICES}/nobody/audio"), 404, "voice_not_found"),
 ]
 
 
@@ -190,6 +220,11 @@ WS_CASES = [
     WsCase("deeply nested json", lambda: "[" * 2000 + "]" * 2000, "bad_message"),
     WsCase("audio as base64 text", lambda: "UklGRiQAAABXQVZFZm10IBAAAAABAAEA", "bad_message"),
     WsCase("text too long", lambda: json.dumps({"type": "ping", "pad": "x" * 10_000}), "message_too_large"),
+    WsCase("settings: unknown avatar", lambda: '{"type": "settings", "avatar_id": "nobody"}', "unknown_avatar"),
+    WsCase("settings: avatar traversal", lambda: '{"type": "settings", "avatar_id": "../../x"}', "unknown_avatar"),
+    WsCase("settings: voice not a string", lambda: '{"type": "settings", "voice_id": 123}', "unknown_voice"),
+    WsCase("settings: unsupported language", lambda: '{"type": "settings", "language": "de"}', "unsupported_language"),
+    WsCase("push-to-talk with the mic off", lambda: '{"type": "ptt", "down": true}', "mic_off"),
 ]
 
 
