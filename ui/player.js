@@ -35,7 +35,7 @@ export class SegmentPlayer {
   /** How many speech segments tagged `tag` have started playing. */
   started(tag) {
     const t = this.video.currentTime;
-    return this.speech.filter(([a, , g]) => g === tag && a <= t).length;
+    return (this.log || []).filter(([g, a]) => g === tag && a <= t).length;
   }
 
   append(bytes, mime, duration, kind, tag = null) {
@@ -88,7 +88,7 @@ export class SegmentPlayer {
     this.lastKind = op.kind;
     if (op.kind === "speech") {
       this.speech.push([start, this.end, op.tag]);
-      this.log = [...(this.log || []).slice(-49), [op.tag, start]];  // recent speech appends, for tests
+      this.log = [...(this.log || []).slice(-49), [op.tag, start, performance.now()]];  // recent speech appends
     }
     this.speech = this.speech.filter(([, b]) => b > now - 1);
     this.video.play().catch(() => {});
