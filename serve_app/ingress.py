@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from deployments.media import MediaError, decode_audio
 from serve_app import security
@@ -84,12 +84,15 @@ class Ingress:
             )
         return None
 
-    async def upload(self, request: Request, field: str, limit: int) -> tuple[bytes, str | None] | JSONResponse:
-        """The bytes and filename of one multipart file field, or the error response."""
+    async def read_upload(
+        self, request: Request, field: str, limit: int, max_fields: int = 4
+    ) -> tuple[FormData, bytes, str | None] | JSONResponse:
+        """The form, and the bytes and filename of its one file field; or the error response.
+        The declared size may exceed `limit` by 64 KiB of multipart headers; the file may not."""
         if int(request.headers.get("content-length") or 0) > limit + 64 * 1024:
             return http_error(413, "upload_too_large", f"the upload is larger than {limit} bytes")
         try:
-            form = await request.form(max_files=1, max_fields=4)
+            form = await request.form(max_files=1, max_fields=max_fields)
         except Exception as exc:
             return http_error(400, "bad_form", f"expected multipart/form-data: {exc}")
         file = form.get(field)
@@ -98,7 +101,7 @@ class Ingress:
         data = await file.read(limit + 1)
         if len(data) > limit:
             return http_error(413, "upload_too_large", f"the upload is larger than {limit} bytes")
-        return data, file.filename
+        return form, data, file.filename
 
     async def admission(self, limits: dict | None = None) -> dict:
         """Handle-only (no route): read or replace the admission limits at run time."""
@@ -149,10 +152,10 @@ class Ingress:
     @app.post("/api/v1/avatars")
     async def add_avatar(self, request: Request) -> Response:
         """A face image (PNG, JPEG, WebP). 422 if it has no face the animator can use."""
-        got = await self.upload(request, "image", self.cfg.storage.max_image_bytes)
+        got = await self.read_upload(request, "image", self.cfg.storage.max_image_bytes)
         if isinstance(got, JSONResponse):
             return got
-        data, filename = got
+        _, data, filename = got
         try:
             png = await asyncio.to_thread(lambda: encode_png(decode_image(data, self.cfg.storage)))
         except MediaError as exc:
@@ -187,10 +190,10 @@ class Ingress:
     async def add_voice(self, request: Request) -> Response:
         """A 2-30 s reference clip. Stored for the GPU voice-cloning TTS backend (XTTS-v2); the
         embedded Piper TTS speaks with its one built-in voice whichever voice is chosen."""
-        got = await self.upload(request, "audio", self.cfg.limits.max_upload_bytes)
+        got = await self.read_upload(request, "audio", self.cfg.limits.max_upload_bytes)
         if isinstance(got, JSONResponse):
             return got
-        data, filename = got
+        _, data, filename = got
         try:
             pcm = await asyncio.to_thread(decode_voice, data, self.cfg.storage)
         except MediaError as exc:
@@ -216,19 +219,10 @@ class Ingress:
 
     @app.post("/api/v1/turn")
     async def turn(self, request: Request) -> Response:
-        limit = self.cfg.limits.max_upload_bytes
-        if int(request.headers.get("content-length") or 0) > limit:
-            return http_error(413, "upload_too_large", f"the upload is larger than {limit} bytes")
-        try:
-            form = await request.form(max_files=1, max_fields=8)
-        except Exception as exc:
-            return http_error(400, "bad_form", f"expected multipart/form-data: {exc}")
-        audio = form.get("audio")
-        if not isinstance(audio, UploadFile):
-            return http_error(400, "missing_audio", "send the audio file in the form field 'audio'")
-        data = await audio.read(limit + 1)
-        if len(data) > limit:
-            return http_error(413, "upload_too_large", f"the upload is larger than {limit} bytes")
+        got = await self.read_upload(request, "audio", self.cfg.limits.max_upload_bytes, max_fields=8)
+        if isinstance(got, JSONResponse):
+            return got
+        form, data, _ = got
         session_id = form.get("session_id") or new_id()
         if not isinstance(session_id, str) or not _ID.match(session_id):
             return http_error(400, "bad_session_id", "session_id must be 1-64 letters, digits, _ or -")

@@ -66,6 +66,12 @@ def app_config():
     )
 
 
+def pytest_collection_modifyitems(items):
+    """The `serve run` smoke test goes first: it must start its own Ray before this process starts
+    the session cluster (a stable sort keeps every other test in its order)."""
+    items.sort(key=lambda item: item.path.name != "test_serve_run.py")
+
+
 @pytest.fixture(scope="session")
 def jfk_bytes() -> bytes:
     return JFK.read_bytes()

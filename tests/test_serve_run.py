@@ -1,7 +1,7 @@
 """What a new user does: `serve run serve_config.yaml`, then one turn over HTTP with real speech.
 
-Runs before any test that starts the session cluster (files run in name order), so that `serve run`
-starts its own Ray instance rather than finding ours.
+Runs before every other test (conftest.py orders it first), so that `serve run` starts its own Ray
+instance rather than finding ours.
 """
 
 import os
