@@ -60,6 +60,7 @@ class Client:
 
 def test_hands_free_turn_and_barge_in(serve_app, handles):
     pcm = jfk_pcm16(2.5)
+    voiced = pcm[np.argmax(np.abs(pcm) > 3000) :]  # talking over the avatar starts with speech
     names = ("LLM", "TTS", "Animator")
 
     async def talk():
@@ -70,10 +71,10 @@ def test_hands_free_turn_and_barge_in(serve_app, handles):
             await c.stream(pcm)
             first = await c.until("speech_start")
             await c.until("utterance_end")
+            before = {n: await handles[n].stats.remote() for n in names}  # before the turn's work
             transcript = await c.until("transcript")
-            await c.until("segment")  # the avatar speaks: now the user talks over it
-            before = {n: await handles[n].stats.remote() for n in names}
-            await c.stream(pcm)
+            await c.until("segment")  # the avatar speaks: now the user talks over it at once
+            await c.stream(voiced)
             barge = await c.until("speech_start")
             cancelled = await c.until("cancelled")
             second = await c.until("transcript")
