@@ -97,6 +97,7 @@ class SentenceSplitter:
         return self._cap() if len(self._buf) > self.max_chars else None
 
     def _ends_piece(self, m: re.Match, final: bool) -> bool | None:
+        """Whether the punctuation `m` ends a piece; None while that depends on text still to come."""
         buf, end, kind = self._buf, m.end(), m.lastgroup
         if end == len(buf):  # more dots or closing quotes may follow; at the end the rest goes anyway
             return False if final else None
