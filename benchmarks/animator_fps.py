@@ -20,8 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployments.procedural import AnimState, ProceduralAnimator  # noqa: E402
-from deployments.media import decode_audio, mux_segment  # noqa: E402
+from backends.procedural import AnimState, ProceduralAnimator  # noqa: E402
+from avatar_core.media import decode_audio, mux_segment  # noqa: E402
 
 AUDIO = ROOT.parent / "shared" / "media" / "jfk.flac"
 AVATAR = ROOT / "assets" / "avatars" / "astronaut.png"

@@ -32,7 +32,7 @@ from ray import serve  # noqa: E402
 from ray.serve.schema import LoggingConfig  # noqa: E402
 
 from serve_app.builder import build_app  # noqa: E402
-from serve_app.config import AppConfig  # noqa: E402
+from avatar_core.config import AppConfig  # noqa: E402
 
 JFK = ROOT.parent / "shared" / "media" / "jfk.flac"
 STAGES = ("ASR", "LLM", "TTS", "Animator")

@@ -27,9 +27,9 @@ import ray  # noqa: E402
 import soundfile as sf  # noqa: E402
 from ray import serve  # noqa: E402
 
-from deployments.media import decode_audio  # noqa: E402
+from avatar_core.media import decode_audio  # noqa: E402
 from serve_app.builder import build_app  # noqa: E402
-from serve_app.config import AppConfig  # noqa: E402
+from avatar_core.config import AppConfig  # noqa: E402
 from serve_app.sentences import SentenceSplitter  # noqa: E402
 
 PORT = 8321

@@ -1,23 +1,59 @@
-"""Per-replica request counters: how much work a stage started, finished, and had cancelled.
+"""Per-replica request counters: how much work a stage started, finished, and had cancelled, and the
+choices (language, voice) its latest request carried.
 
 Cancellation is only real if the stage stops working, so tests and operators read it here, on the
-stage itself, rather than trusting the caller's side of the story.
+stage itself, rather than trusting the caller's side of the story. Every change is also posted to a
+small named actor (`StageBoard`), because a replica whose `max_ongoing_requests` is 1 (llama.cpp)
+cannot answer a `stats()` request while it works, which is exactly when the counters matter.
 """
+
+from __future__ import annotations
 
 import asyncio
 import time
 from contextlib import contextmanager
 
+import ray
+
+BOARD = "avatar-stage-board"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class StageBoard:
+    """The latest counters of every stage replica, keyed by the replica's actor name."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict] = {}
+
+    def put(self, key: str, row: dict) -> None:
+        self.rows[key] = row
+
+    def rows_of(self, deployment: str) -> dict[str, dict]:
+        return {k: v for k, v in self.rows.items() if k.split("#")[1:2] == [deployment]}
+
+
+def board():
+    return StageBoard.options(
+        name=BOARD, namespace="avatar", get_if_exists=True, lifetime="detached"
+    ).remote()
+
 
 class RequestCounters:
-    def __init__(self) -> None:
+    def __init__(self, key: str | None = None) -> None:
         self.counts = {"started": 0, "completed": 0, "cancelled": 0, "failed": 0, "in_flight": 0}
+        self.last: dict = {}  # what the latest request asked for (language, voice_id, ...)
         self.last_ok = time.monotonic()  # of the last completed request; read by check_health
+        self.key = key
+        self.board = board() if key else None
+        self._post()
 
     @contextmanager
-    def track(self):
+    def track(self, **choices):
         self.counts["started"] += 1
         self.counts["in_flight"] += 1
+        if choices:
+            self.last = {**choices, "at": time.time()}
+        self._post()
         try:
             yield
         except (asyncio.CancelledError, GeneratorExit):
@@ -31,6 +67,31 @@ class RequestCounters:
             self.last_ok = time.monotonic()
         finally:
             self.counts["in_flight"] -= 1
+            self._post()
 
-    def snapshot(self) -> dict[str, int]:
-        return dict(self.counts)
+    def snapshot(self) -> dict:
+        return {**self.counts, "last": dict(self.last)}
+
+    def _post(self) -> None:
+        if self.board is not None:
+            self.board.put.remote(self.key, self.snapshot())  # fire and forget, in order
+
+
+def read_board(deployment: str) -> dict:
+    """A deployment's counters summed over its live replicas (from the driver or any replica), and
+    the choices of the latest request any of them started."""
+    rows = ray.get(board().rows_of.remote(deployment))
+    total = {"started": 0, "completed": 0, "cancelled": 0, "failed": 0, "in_flight": 0, "last": {}}
+    live = 0
+    for key, row in rows.items():
+        try:  # a replica that was killed mid-request left its last row behind: skip it
+            ray.get_actor(key, namespace="serve")
+        except ValueError:
+            continue
+        live += 1
+        for name in ("started", "completed", "cancelled", "failed", "in_flight"):
+            total[name] += row[name]
+        if row["last"].get("at", 0) > total["last"].get("at", 0):
+            total["last"] = row["last"]
+    total["replicas"] = live
+    return total

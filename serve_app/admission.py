@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from serve_app.config import AdmissionConfig
+from avatar_core.config import AdmissionConfig
 
 Kind = Literal["session", "turn"]
 

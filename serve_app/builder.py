@@ -1,24 +1,36 @@
-"""Binds the application graph: four stage deployments composed by the ingress through handles."""
-
+"""Binds the application graph: four stage deployments, each built around the backend its config
+names, composed by the ingress through handles."""
 
 from ray.serve import Application
 
+from avatar_core import registry
+from avatar_core.config import AppConfig
 from deployments.animator import Animator
 from deployments.asr import ASR
 from deployments.llm import LLM
 from deployments.tts import TTS
-from serve_app.config import AppConfig
 from serve_app.ingress import Ingress
+
+
+def stage_app(deployment, stage: str, cfg, *args) -> Application:
+    """The stage's deployment bound with its backend's config. A backend that brings its own
+    deployment (a `deployment(cfg)` classmethod, e.g. Ray's vLLM server) is bound instead.
+    `max_ongoing_requests` is what the backend can really run at once (serve_config.yaml says the
+    same; its deployments section has the last word)."""
+    backend = registry.backend_class(stage, cfg)
+    if hasattr(backend, "deployment"):
+        return backend.deployment(cfg)
+    return deployment.options(max_ongoing_requests=backend.max_concurrency).bind(cfg, *args)
 
 
 def build_app(args: AppConfig) -> Application:
     """Serve validates the YAML's `args` into AppConfig because of the annotation (so no
     `from __future__ import annotations` here: it would turn the annotation into a string)."""
-    section = lambda model: model.model_dump(mode="json")  # noqa: E731
+    storage = str(args.storage.dir)
     return Ingress.bind(
-        ASR.bind(section(args.asr)),
-        LLM.bind(section(args.llm)),
-        TTS.bind(section(args.tts)),
-        Animator.bind(section(args.animator), str(args.storage.dir)),
-        section(args),
+        stage_app(ASR, "asr", args.asr),
+        stage_app(LLM, "llm", args.llm),
+        stage_app(TTS, "tts", args.tts, storage),
+        stage_app(Animator, "animator", args.animator, storage),
+        args,
     )

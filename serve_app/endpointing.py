@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serve_app.config import EndpointingConfig
+from avatar_core.config import EndpointingConfig
 
 RATE = 16_000
 WINDOW = 512  # samples Silero v6 scores at 16 kHz

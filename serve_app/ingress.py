@@ -19,10 +19,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import FormData, UploadFile
 
-from deployments.media import MediaError, decode_audio
+from avatar_core.media import MediaError, decode_audio
 from serve_app import security
 from serve_app.cache import LruCache
-from serve_app.config import AppConfig
+from avatar_core.config import AppConfig
 from serve_app.errors import http_error, install_handlers
 from serve_app.library import (
     VOICE_RATE,
@@ -34,7 +34,8 @@ from serve_app.library import (
     encode_png,
     encode_wav,
 )
-from serve_app.turn import Conversation, Stages, run_turn
+from serve_app.conversation import Conversation
+from serve_app.turn import Stages, Turn
 from serve_app.ws_session import WsSession, new_id
 
 log = logging.getLogger("ray.serve")
@@ -56,9 +57,11 @@ class Ingress:
         llm: DeploymentHandle,
         tts: DeploymentHandle,
         animator: DeploymentHandle,
-        config: dict,
+        config: AppConfig,
     ):
         self.cfg = AppConfig.model_validate(config)
+        self.languages = self.cfg.languages()
+        self.voice_cloning = self.cfg.backend("tts").clones_voices
         self.gate = security.configure(self.cfg)
         self.stages = Stages(asr, llm, tts, animator)
         limits = self.cfg.limits
@@ -68,7 +71,11 @@ class Ingress:
         )
         self.avatar_lib = Library(self.cfg.storage.dir, "avatars", ".png")
         self.voice_lib = Library(self.cfg.storage.dir, "voices", ".wav")
-        self.turn_counts = {"started": 0, "completed": 0, "failed": 0, "cancelled": 0, "barge_in": 0}
+        # Both transports count here, through Turn: started, then one outcome each; barge-ins too.
+        self.turn_counts = {
+            "started": 0, "completed": 0, "failed": 0, "no_speech": 0, "cancelled": 0, "barge_in": 0
+        }
+        self._status: tuple[float, dict] | None = None
 
     def check_choice(self, avatar_id: str, voice_id: str, language: str) -> tuple[str, str] | None:
         """(code, message) if a session's avatar, voice or language cannot be used, else None."""
@@ -76,11 +83,10 @@ class Ingress:
             return "unknown_avatar", f"no avatar with id {avatar_id!r}; see GET /api/v1/avatars"
         if not isinstance(voice_id, str) or (voice_id != "default" and not self.voice_lib.path(voice_id)):
             return "unknown_voice", f"no voice with id {voice_id!r}; see GET /api/v1/voices"
-        supported = self.cfg.session.languages
-        if language not in supported:
+        if language not in self.languages:
             return "unsupported_language", (
-                f"language {language!r} is not supported; the speech recogniser understands: "
-                + ", ".join(supported)
+                f"language {language!r} is not supported; the configured backends support: "
+                + ", ".join(self.languages)
             )
         return None
 
@@ -121,11 +127,22 @@ class Ingress:
 
     @app.get("/healthz")
     async def healthz(self) -> JSONResponse:
-        """200 once every stage has a replica that finished loading and warming up its model."""
-        names = ("asr", "llm", "tts", "animator")
-        calls = [asyncio.wait_for(getattr(self.stages, n).ready.remote(), 2.0) for n in names]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        stages = {n: ("ready" if r is True else "starting") for n, r in zip(names, results)}
+        """200 once every stage has a running replica, i.e. one that finished loading and warming up
+        its model. Read from Serve's own status (cached for a second), so a health check never
+        queues behind a stage's work and never leaves a request behind."""
+        now = asyncio.get_running_loop().time()
+        if self._status is None or now - self._status[0] > 1.0:
+            status = await asyncio.to_thread(serve.status)
+            app_status = status.applications.get(serve.get_replica_context().app_name)
+            deployments = app_status.deployments if app_status else {}
+            names = {"asr": "ASR", "llm": "LLM", "tts": "TTS", "animator": "Animator"}
+            stages = {}
+            for stage, name in names.items():
+                found = deployments.get(name)
+                running = found.replica_states.get("RUNNING", 0) if found else 0
+                stages[stage] = "ready" if running else "starting"
+            self._status = (now, stages)
+        stages = self._status[1]
         ok = all(s == "ready" for s in stages.values())
         return JSONResponse({"status": "ok" if ok else "starting", "stages": stages}, 200 if ok else 503)
 
@@ -227,7 +244,7 @@ class Ingress:
         if not isinstance(session_id, str) or not _ID.match(session_id):
             return http_error(400, "bad_session_id", "session_id must be 1-64 letters, digits, _ or -")
         choice = {k: form.get(k) or "default" for k in ("avatar_id", "voice_id")}
-        choice["language"] = form.get("language") or self.cfg.session.languages[0]
+        choice["language"] = form.get("language") or self.languages[0]
         problem = self.check_choice(**choice)
         if problem:
             return http_error(422 if problem[0] == "unsupported_language" else 404, *problem)
@@ -242,7 +259,8 @@ class Ingress:
         turn_id = new_id()
 
         async def ndjson():
-            async for event in run_turn(self.stages, conv, pcm, turn_id, self.cfg.limits.stage_timeout_s):
+            turn = Turn(self.stages, self.cfg, conv, pcm, turn_id, self.turn_counts)
+            async for event in turn.run():
                 if event["type"] == "segment":
                     key = f"{turn_id}-{event['index']}"
                     self.segments.put(key, (event.pop("data"), event["mime"]))
@@ -286,7 +304,9 @@ class Ingress:
                 "avatar_id": conv.avatar_id,
                 "voice_id": conv.voice_id,
                 "language": conv.language,
-                "languages": list(self.cfg.session.languages),
+                "languages": self.languages,
+                # Piper has one built-in voice; a cloning backend (XTTS) speaks with the chosen clip
+                "voice_cloning": self.voice_cloning,
             }
         )
         try:

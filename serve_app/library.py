@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from deployments.media import MediaError, decode_audio
-from serve_app.config import StorageConfig
+from avatar_core.media import MediaError, decode_audio
+from avatar_core.config import StorageConfig
 
 ID_PATTERN = re.compile(r"^(default|[0-9a-f]{16})$")
 VOICE_RATE = 24_000

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app import metrics
 from serve_app.admission import Admission, Overloaded
-from serve_app.config import AppConfig, SecurityConfig
+from avatar_core.config import AppConfig, SecurityConfig
 
 OPEN_PATHS = {"/healthz", "/"}  # and /ui/*: the page and its static files hold no data
 TURN_PATH = "/api/v1/turn"

@@ -1,10 +1,12 @@
-"""One conversation turn: the user's speech in; transcript, streamed reply and ordered segments out.
+"""One conversation turn: the user's speech in; transcript, streamed reply and ordered fragments out.
 
-    speech ─ASR─> text ─LLM─> deltas ─splitter─> sentences ─TTS─> speech ─Animator─> segments
+    speech ─ASR─> text ─LLM─> deltas ─splitter─> sentences ─TTS─> audio chunks ─Animator─> fragments
 
-The LLM, TTS and animator run as three tasks joined by queues, so sentence n+1 is synthesised while
-sentence n is animated, and segments still leave strictly in order. Closing the event stream (client
-gone, barge-in) cancels every task and the stage requests they are waiting on.
+Think, speak and animate run as one task group joined by queues: the LLM writes while TTS speaks the
+sentence before, and the animator turns each sentence's audio into fragments as the chunks arrive,
+the turn's first fragment short because it gates the first frame. Fragments leave strictly in order.
+Closing the event stream (client gone, barge-in) cancels the group and the stage requests it waits
+on; the turn ends with one outcome.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
+from avatar_core.config import AppConfig
+from avatar_core.media import fragment_bounds
+from avatar_core.types import Speech
 from serve_app import metrics
+from serve_app.conversation import Conversation
 from serve_app.sentences import SentenceSplitter
 
 log = logging.getLogger("ray.serve")
@@ -33,35 +39,9 @@ class Stages:
     tts: DeploymentHandle
     animator: DeploymentHandle
 
-
-@dataclass
-class Conversation:
-    """What one conversation carries from turn to turn."""
-
-    id: str
-    history: list[dict[str, str]] = field(default_factory=list)
-    anim_state: Any = None  # the animator's continuity state, passed back on every call
-    avatar_id: str = "default"
-    voice_id: str = "default"  # stored for the voice-cloning TTS backend; Piper has one voice
-    language: str = "en"
-    max_messages: int = 24
-    # Speech and idle (listening) video both advance anim_state; one render at a time keeps the
-    # animation clock continuous across them.
-    anim_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def remember(self, user_text: str, said: str) -> None:
-        if said:
-            self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": said}]
-            del self.history[: -self.max_messages]
-
-
-    def keep_heard(self, said: str) -> None:
-        """The user interrupted playback: the last reply becomes what they heard of it."""
-        if len(self.history) >= 2 and self.history[-1]["role"] == "assistant":
-            if said:
-                self.history[-1] = {"role": "assistant", "content": said}
-            else:
-                del self.history[-2:]
+    def chat(self, messages: list[dict]) -> Any:
+        """The reply's text deltas, streamed (our LLM stage's protocol)."""
+        return self.llm.options(stream=True).chat.remote(messages)
 
 
 class StageError(Exception):
@@ -112,121 +92,226 @@ async def call_stage(stage: str, response: Awaitable, timeout_s: float) -> Any:
         raise StageError(stage, "stage_failed", f"{stage} failed: {type(exc).__name__}") from exc
 
 
+async def stream_stage(stage: str, stream: Any, timeout_s: float) -> AsyncIterator[Any]:
+    """The items of a streaming stage request, each within `timeout_s`; the request is cancelled
+    whenever we stop early (a closed generator, a cancelled task, a deadline)."""
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(anext(stream), timeout_s)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise StageError(stage, "stage_timeout", f"{stage} took longer than {timeout_s:g} s") from None
+            except (asyncio.CancelledError, StageError):
+                raise
+            except Exception as exc:
+                raise StageError(stage, "stage_failed", f"{stage} failed: {type(exc).__name__}") from exc
+            yield item
+    finally:
+        stream.cancel()  # a no-op once the stream has finished
+
+
 def error_event(code: str, message: str) -> dict:
     metrics.count_error(code)
     return {"type": "error", "code": code, "message": message}
 
 
-async def run_turn(
-    stages: Stages, conv: Conversation, pcm: np.ndarray, turn_id: str, timeout_s: float
-) -> AsyncIterator[dict]:
-    """Yield the turn's events: transcript, reply deltas, segments (with their bytes in `data`), done."""
-    timings = Timings(turn_id)
-    yield {"type": "turn", "turn_id": turn_id, "session_id": conv.id}
-    try:
-        started = time.perf_counter()
-        text = await call_stage("asr", stages.asr.transcribe.remote(pcm), timeout_s)
-        timings.set("asr", time.perf_counter() - started)
-    except StageError as exc:
-        metrics.count_turn("failed")
-        yield error_event(exc.code, exc.message)
-        return
-    yield {"type": "transcript", "text": text}
-    if not text:
-        metrics.count_turn("no_speech")
-        yield error_event("no_speech", "no speech was recognised in the audio")
-        return
+class AudioBuffer:
+    """A sentence's audio as it arrives, handed to the animator in pieces of whole video frames, so
+    fragments join without a gap; only the sentence's last piece may end mid-frame."""
 
-    events: asyncio.Queue = asyncio.Queue()
-    sentences: asyncio.Queue = asyncio.Queue()
-    speech: asyncio.Queue = asyncio.Queue(maxsize=1)  # TTS runs one sentence ahead of the animator
-    reply: list[str] = []
-    spoken: list[str] = []
+    def __init__(self, fps: int):
+        self.fps, self.chunks, self.rate = fps, [], 0
 
-    async def think() -> None:
-        splitter = SentenceSplitter()
-        started = time.perf_counter()
-        stream = stages.llm.options(stream=True).generate.remote(conv.history, text)
+    def add(self, chunk: Speech) -> None:
+        self.chunks.append(chunk.pcm)
+        self.rate = chunk.sample_rate
+
+    @property
+    def seconds(self) -> float:
+        return sum(map(len, self.chunks)) / self.rate if self.rate else 0.0
+
+    def take(self, everything: bool) -> Speech | None:
+        """All of it, or whole frames keeping the last one back (so the sentence's final piece,
+        which carries `last`, is never empty)."""
+        pcm = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        if everything:
+            n = pcm.size
+        elif self.rate % self.fps:
+            return None  # frames do not fall on whole samples: send the sentence whole
+        else:
+            per_frame = self.rate // self.fps
+            n = (pcm.size // per_frame - 1) * per_frame
+        if n <= 0:
+            return None
+        self.chunks = [pcm[n:]]
+        return Speech(pcm[:n], self.rate)
+
+
+class Turn:
+    """One turn's work and its one outcome: completed, failed, no_speech or cancelled."""
+
+    def __init__(
+        self, stages: Stages, cfg: AppConfig, conv: Conversation, pcm: np.ndarray, turn_id: str, counts: dict
+    ):
+        """`counts`: the ingress's turn counters (started, and one per outcome), for both transports."""
+        self.stages, self.cfg, self.conv, self.pcm, self.turn_id = stages, cfg, conv, pcm, turn_id
+        self.counts = counts
+        self.timeout_s = cfg.limits.stage_timeout_s
+        self.timings = Timings(turn_id)
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.sentences: asyncio.Queue = asyncio.Queue()
+        self.audio: asyncio.Queue = asyncio.Queue(maxsize=4)  # TTS runs about a sentence ahead
+        self.reply: list[str] = []
+        self.spoken: dict[int, str] = {}  # sentences of which at least one fragment was sent
+        self.fragments = 0
+        self.failed = False
+        self.outcome = "cancelled"  # unless the event stream reaches its end
+
+    async def run(self) -> AsyncIterator[dict]:
+        """The turn's events: turn, transcript, reply deltas, segments (bytes in `data`), done."""
+        self.counts["started"] += 1
+        yield {"type": "turn", "turn_id": self.turn_id, "session_id": self.conv.id}
+        text = ""
         try:
-            async for delta in stream:
-                if not reply:
-                    timings.set("llm_first_token", time.perf_counter() - started)
-                reply.append(delta)
-                await events.put({"type": "reply", "text": delta})
-                for sentence in splitter.push(delta):
-                    await sentences.put(sentence)
-        except asyncio.CancelledError:
-            stream.cancel()
-            raise
-        except Exception as exc:
-            raise StageError("llm", "stage_failed", f"llm failed: {type(exc).__name__}") from exc
-        for sentence in splitter.flush():
-            await sentences.put(sentence)
-        await sentences.put(_END)
-        timings.set("llm", time.perf_counter() - started)
-
-    async def speak() -> None:
-        while (sentence := await sentences.get()) is not _END:
-            started = time.perf_counter()
-            audio = await call_stage("tts", stages.tts.synthesize.remote(sentence), timeout_s)
-            timings.add("tts", time.perf_counter() - started)
-            await speech.put((sentence, audio))
-        await speech.put(_END)
-
-    async def animate() -> None:
-        while (item := await speech.get()) is not _END:
-            sentence, audio = item
-            started = time.perf_counter()
-            async with conv.anim_lock:
-                seg = await call_stage(
-                    "animator",
-                    stages.animator.render_segment.remote(audio, conv.anim_state, conv.avatar_id),
-                    timeout_s,
-                )
-                conv.anim_state = seg.state
-            timings.add("animator", time.perf_counter() - started)
-            if not spoken:
-                timings.set("first_segment", timings.elapsed())
-            await events.put(
-                {
-                    "type": "segment",
-                    "index": len(spoken),
-                    "text": sentence,
-                    "duration_s": seg.duration_s,
-                    "mime": seg.mime,
-                    "data": seg.data,
-                }
-            )
-            spoken.append(sentence)
-
-    async def run_pipeline() -> None:
-        tasks = [asyncio.create_task(coro()) for coro in (think, speak, animate)]
-        try:
-            await asyncio.gather(*tasks)
-        except StageError as exc:
-            await events.put(error_event(exc.code, exc.message))
+            try:
+                text = await self.hear()
+            except StageError as exc:
+                self.outcome = "failed"
+                yield error_event(exc.code, exc.message)
+                return
+            yield {"type": "transcript", "text": text}
+            if not text:
+                self.outcome = "no_speech"
+                yield error_event("no_speech", "no speech was recognised in the audio")
+                return
+            pipeline = asyncio.create_task(self.pipeline(text))
+            try:
+                while (event := await self.events.get()) is not _END:
+                    yield event
+                self.outcome = "failed" if self.failed else "completed"
+                if not self.failed:
+                    self.timings.set("total", self.timings.elapsed())
+                    yield {"type": "done", "timings": self.timings.values}
+            finally:
+                pipeline.cancel()
+                await asyncio.gather(pipeline, return_exceptions=True)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await events.put(_END)
+            metrics.count_turn(self.outcome)
+            log.info("turn=%s outcome=%s", self.turn_id, self.outcome,
+                     extra={"turn_id": self.turn_id, "outcome": self.outcome})
+            # Remember only what the user got: the whole reply, or the sentences sent so far.
+            completed = self.outcome == "completed"
+            self.conv.remember(text, "".join(self.reply).strip() if completed else " ".join(self.spoken.values()))
+            self.counts[self.outcome] = self.counts.get(self.outcome, 0) + 1
 
-    pipeline = asyncio.create_task(run_pipeline())
-    completed = failed = False
-    outcome = "cancelled"  # unless the loop below finishes
-    try:
-        while (event := await events.get()) is not _END:
-            failed |= event["type"] == "error"
-            yield event
-        outcome = "failed" if failed else "completed"
-        if not failed:
-            completed = True
-            timings.set("total", timings.elapsed())
-            yield {"type": "done", "timings": timings.values}
-    finally:
-        metrics.count_turn(outcome)
-        log.info("turn=%s outcome=%s", turn_id, outcome, extra={"turn_id": turn_id, "outcome": outcome})
-        pipeline.cancel()
-        await asyncio.gather(pipeline, return_exceptions=True)
-        # Remember only what the user actually got: the whole reply, or the sentences sent so far.
-        conv.remember(text, "".join(reply).strip() if completed else " ".join(spoken))
+    async def hear(self) -> str:
+        started = time.perf_counter()
+        request = self.stages.asr.transcribe.remote(self.pcm, self.conv.language)
+        text = await call_stage("asr", request, self.timeout_s)
+        self.timings.set("asr", time.perf_counter() - started)
+        return text
+
+    async def pipeline(self, text: str) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.think(text))
+                group.create_task(self.speak())
+                group.create_task(self.animate())
+        except* StageError as errors:
+            first = errors.exceptions[0]
+            self.failed = True
+            await self.events.put(error_event(first.code, first.message))
+        except* Exception as errors:  # a bug: say so, and leave the traceback in the log
+            log.error("turn=%s failed", self.turn_id, exc_info=errors.exceptions[0])
+            self.failed = True
+            await self.events.put(error_event("internal_error", "the turn failed on the server"))
+        finally:
+            self.events.put_nowait(_END)
+
+    async def think(self, text: str) -> None:
+        """Stream the reply; every sentence goes to TTS the moment it ends."""
+        splitter, started = SentenceSplitter(), time.perf_counter()
+        messages = self.conv.messages(self.cfg.llm, text)
+        async for delta in stream_stage("llm", self.stages.chat(messages), self.timeout_s):
+            if not self.reply:
+                self.timings.set("llm_first_token", time.perf_counter() - started)
+            self.reply.append(delta)
+            await self.events.put({"type": "reply", "text": delta})
+            for sentence in splitter.push(delta):
+                await self.sentences.put(sentence)
+        for sentence in splitter.flush():
+            await self.sentences.put(sentence)
+        await self.sentences.put(_END)
+        self.timings.set("llm", time.perf_counter() - started)
+
+    async def speak(self) -> None:
+        """Each sentence's audio chunks as TTS makes them, then None: the sentence has ended."""
+        conv, index = self.conv, 0
+        while (sentence := await self.sentences.get()) is not _END:
+            started, waited = time.perf_counter(), 0.0
+            request = self.stages.tts.options(stream=True).stream.remote(sentence, conv.voice_id, conv.language)
+            async for chunk in stream_stage("tts", request, self.timeout_s):
+                put = time.perf_counter()
+                await self.audio.put((index, sentence, chunk))
+                waited += time.perf_counter() - put
+            self.timings.add("tts", time.perf_counter() - started - waited)
+            await self.audio.put((index, sentence, None))
+            index += 1
+        await self.audio.put(_END)
+
+    async def animate(self) -> None:
+        """Sentence by sentence, in order: hand the animator the audio received so far once it is a
+        fragment's worth (or the sentence has ended), and pass its fragments on."""
+        fps = self.cfg.animator.fps
+        while (item := await self.audio.get()) is not _END:
+            index, sentence, chunk = item
+            audio = AudioBuffer(fps)
+            while True:
+                if chunk is not None:
+                    audio.add(chunk)
+                ended = chunk is None
+                if not ended and (audio.seconds < self.fragment_s() or not self.audio.empty()):
+                    _, _, chunk = await self.audio.get()
+                    continue
+                piece = audio.take(everything=ended)
+                if piece is not None:
+                    await self.render(index, sentence, piece, ended)
+                if ended:
+                    break
+                _, _, chunk = await self.audio.get()
+
+    def fragment_s(self) -> float:
+        cfg = self.cfg.animator
+        return cfg.first_fragment_s if self.fragments == 0 else cfg.fragment_s
+
+    async def render(self, index: int, sentence: str, piece: Speech, ends_sentence: bool) -> None:
+        cfg, conv = self.cfg.animator, self.conv
+        first_s = self.fragment_s()
+        n_frames = -(-piece.pcm.size * cfg.fps // piece.sample_rate)
+        count = len(fragment_bounds(n_frames, cfg.fps, first_s, cfg.fragment_s))
+        started = time.perf_counter()
+        async with conv.anim_lock:
+            request = self.stages.animator.options(stream=True).animate.remote(
+                piece, conv.anim_state, conv.avatar_id, first_s, cfg.fragment_s
+            )
+            k = 0
+            async for fragment in stream_stage("animator", request, self.timeout_s):
+                conv.anim_state = fragment.state
+                if self.fragments == 0:
+                    self.timings.set("first_segment", self.timings.elapsed())
+                self.spoken.setdefault(index, sentence)
+                await self.events.put({
+                    "type": "segment",
+                    "index": self.fragments,
+                    "sentence": index,
+                    "last": ends_sentence and k == count - 1,
+                    "text": sentence,
+                    "duration_s": fragment.duration_s,
+                    "mime": fragment.mime,
+                    "data": fragment.data,
+                })
+                self.fragments += 1
+                k += 1
+        self.timings.add("animator", time.perf_counter() - started)

@@ -7,8 +7,9 @@ Client -> server
   text {"type": "ptt", "down": true|false}  push-to-talk over the PCM stream: down interrupts the
        avatar and starts an utterance, up ends it (no VAD needed)
   text {"type": "idle", "seconds": s}  the player runs low: send s seconds of listening video
-  text {"type": "interrupted", "turn_id", "heard": n, "cut": bool}  playback stopped after n segments
-       had started, the last one cut short if "cut": the history keeps only those sentences (and "…")
+  text {"type": "interrupted", "turn_id", "heard": n, "cut": bool}  playback stopped after n sentences
+       had started (fully or partly heard), the last one cut short if "cut": the history keeps only
+       those sentences (and "…")
   text {"type": "cancel"} | {"type": "ping"}
 Server -> client
   JSON events: session, settings, speech_start {barge_in}, utterance_end, cancelled {reason, merged:
@@ -19,20 +20,25 @@ Server -> client
 
 import asyncio
 import json
+import logging
 import secrets
 from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
 
-from deployments.media import MediaError, decode_audio
+from avatar_core.media import MediaError, decode_audio
 from serve_app.admission import Overloaded
 from serve_app.endpointing import RATE, Endpointer, SpeechStart, UtteranceEnd
 from serve_app.security import client_of
-from serve_app.turn import Conversation, StageError, call_stage, error_event, run_turn
+from serve_app.conversation import Conversation
+from serve_app.turn import StageError, Turn, call_stage, error_event
 
 if TYPE_CHECKING:
     from serve_app.ingress import Ingress
+
+log = logging.getLogger("ray.serve")
 
 
 def new_id() -> str:
@@ -199,29 +205,34 @@ class WsSession:
         self.turn.add_done_callback(lambda _, s=slot: s.release())
 
     async def run(self, pcm) -> None:
-        counts = self.ingress.turn_counts
-        counts["started"] += 1
         turn_id = self.turn_id = new_id()
         self.sent = []
-        timeout = self.cfg.limits.stage_timeout_s
+        turn = Turn(self.ingress.stages, self.cfg, self.conv, pcm, turn_id, self.ingress.turn_counts)
         try:
-            async for event in run_turn(self.ingress.stages, self.conv, pcm, turn_id, timeout):
+            async for event in turn.run():
                 data = event.pop("data", None)
                 if data is not None:
                     event["bytes"] = len(data)
                     self.turn_spoke = True
-                    self.sent.append(event["text"])
-                if event["type"] in ("done", "error"):
-                    counts["completed" if event["type"] == "done" else "failed"] += 1
+                    if event["sentence"] == len(self.sent):  # a sentence's first fragment
+                        self.sent.append(event["text"])
                 await self.send(event, data)
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # the client left mid-turn; run_turn's cleanup has cancelled the stages
+        except Exception as exc:
+            if self.gone(exc):
+                return  # the client left mid-turn; the turn's cleanup has cancelled the stages
+            log.error("turn=%s failed in the session", turn_id, exc_info=exc)
+            await self.send(error_event("internal_error", "the turn failed on the server"))
+
+    def gone(self, exc: Exception) -> bool:
+        """The client has disconnected (sending then raises, depending on the server's stack)."""
+        return isinstance(exc, WebSocketDisconnect) or WebSocketState.DISCONNECTED in (
+            self.websocket.client_state, self.websocket.application_state
+        )
 
     async def cancel_turn(self, reason: str = "client", notify: bool = True, merged: bool = False) -> None:
         if self.turn and not self.turn.done():
             self.turn.cancel()
             await asyncio.gather(self.turn, return_exceptions=True)
-            self.ingress.turn_counts["cancelled"] += 1
             if reason == "barge_in":
                 self.ingress.turn_counts["barge_in"] += 1
             if notify:
@@ -248,8 +259,9 @@ class WsSession:
             await self.send(event, seg.data)
         except StageError as exc:
             await self.send(error_event(exc.code, f"listening video: {exc.message}"))
-        except (WebSocketDisconnect, RuntimeError):
-            pass
+        except Exception as exc:
+            if not self.gone(exc):
+                log.error("listening video failed", exc_info=exc)
 
     async def close(self) -> None:
         await self.cancel_turn(notify=False)

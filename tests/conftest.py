@@ -54,7 +54,7 @@ def app_config():
     a fresh upload directory; and a longer end-of-utterance silence: JFK pauses 1.1 s between
     phrases (longer after the browser's noise suppression), which the 0.7 s default would rightly
     take as three turns."""
-    from serve_app.config import AppConfig
+    from avatar_core.config import AppConfig
 
     return AppConfig.model_validate(
         {
@@ -97,6 +97,14 @@ def serve_app():
         serve.shutdown()
         ray.shutdown()
         shutil.rmtree(STORAGE, ignore_errors=True)
+
+
+def stage_stats(deployment: str) -> dict:
+    """A stage's request counters, read from the StageBoard: a stage whose max_ongoing_requests is
+    1 cannot answer `stats()` while it works, which is when the counters matter."""
+    from deployments.counters import read_board
+
+    return read_board(deployment)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import soundfile as sf
 
-from deployments.media import decode_audio, resample
+from avatar_core.media import decode_audio, resample
 from tests.conftest import JFK, MEDIA
 
 

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from playwright.sync_api import expect
 
-from deployments.media import decode_audio
+from avatar_core.media import decode_audio
 from tests.conftest import JFK, JFK_WORDS, ROOT
 
 CHROMIUM = "/usr/bin/chromium"

@@ -17,6 +17,7 @@ import ray
 import websockets
 from ray import serve
 
+from tests.conftest import stage_stats
 from tests.test_bad_inputs import recv_event
 from tests.test_turn import post_turn
 
@@ -25,7 +26,7 @@ ATTEMPTS = 4  # a reply can finish before the client leaves; then the case is tr
 
 
 def stats(handles) -> dict[str, dict[str, int]]:
-    return {name: handles[name].stats.remote().result(timeout_s=30) for name in STAGES}
+    return {name: stage_stats(name) for name in STAGES}
 
 
 def wait_idle(handles, deadline_s: float = 20) -> tuple[dict, float]:
@@ -225,7 +226,7 @@ def test_killed_replica_gives_an_error_event_then_recovers(serve_app, handles, j
                 events.append(next(lines))
                 if events[-1]["type"] in ("done", "error"):
                     break
-                if events[-1]["type"] in ("reply", "segment") and handles[stage].stats.remote().result(timeout_s=30)["in_flight"]:
+                if events[-1]["type"] in ("reply", "segment") and stage_stats(stage)["in_flight"]:
                     ray.kill(replica_actor(stage), no_restart=True)
                     killed_at = time.monotonic()
                     events += list(lines)

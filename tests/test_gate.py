@@ -10,7 +10,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from serve_app import security
 from serve_app.admission import Admission, Overloaded
-from serve_app.config import AdmissionConfig, AppConfig
+from avatar_core.config import AdmissionConfig, AppConfig
 from serve_app.errors import install_handlers
 
 

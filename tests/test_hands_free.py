@@ -7,10 +7,10 @@ import httpx
 import numpy as np
 import websockets
 
-from deployments.media import decode_audio
-from serve_app.config import EndpointingConfig
+from avatar_core.media import decode_audio
+from avatar_core.config import EndpointingConfig
 from serve_app.endpointing import Endpointer, SpeechStart, UtteranceEnd
-from tests.conftest import JFK, JFK_WORDS
+from tests.conftest import JFK, JFK_WORDS, stage_stats
 from tests.test_stages import words
 
 CHUNK = 640  # 40 ms of 16 kHz PCM, what the page's AudioWorklet sends
@@ -71,7 +71,7 @@ def test_hands_free_turn_and_barge_in(serve_app, handles):
             await c.stream(pcm)
             first = await c.until("speech_start")
             await c.until("utterance_end")
-            before = {n: await handles[n].stats.remote() for n in names}  # before the turn's work
+            before = {n: stage_stats(n) for n in names}  # before the turn's work
             transcript = await c.until("transcript")
             await c.until("segment")  # the avatar speaks: now the user talks over it at once
             await c.stream(voiced)
@@ -79,7 +79,7 @@ def test_hands_free_turn_and_barge_in(serve_app, handles):
             cancelled = await c.until("cancelled")
             second = await c.until("transcript")
             await c.until("done")
-            after = {n: await handles[n].stats.remote() for n in names}
+            after = {n: stage_stats(n) for n in names}
             return c.events, first, transcript, barge, cancelled, second, before, after
 
     events, first, transcript, barge, cancelled, second, before, after = asyncio.run(talk())

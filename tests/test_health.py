@@ -11,7 +11,11 @@ from deployments.health import HealthProbe
 
 def test_probe_runs_only_when_idle_long_enough_and_failures_surface():
     counters, calls = RequestCounters(), []
-    probe = HealthProbe(counters, lambda: calls.append(1), probe_every_s=0.05)
+
+    async def inference():
+        calls.append(1)
+
+    probe = HealthProbe(counters, inference, probe_every_s=0.05)
     asyncio.run(probe.check(object()))
     assert calls == []  # just used: no inference needed
     time.sleep(0.06)
@@ -27,7 +31,7 @@ def test_probe_runs_only_when_idle_long_enough_and_failures_surface():
     with pytest.raises(RuntimeError, match="not loaded"):
         asyncio.run(probe.check(None))
 
-    def broken():
+    async def broken():
         raise RuntimeError("onnxruntime session is gone")
 
     failing = HealthProbe(RequestCounters(), broken, probe_every_s=0.01)

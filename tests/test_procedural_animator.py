@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from deployments.procedural import AnimState, AvatarError, ProceduralAnimator
-from deployments.media import decode_audio
+from backends.procedural import AnimState, AvatarError, ProceduralAnimator
+from avatar_core.media import decode_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 JFK = ROOT.parent / "shared" / "media" / "jfk.flac"

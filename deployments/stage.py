@@ -1,0 +1,41 @@
+"""What every stage deployment does besides its own work: build its backend from the config through
+the registry, warm it up, answer health checks, and count its requests."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ray import serve
+
+from avatar_core import registry
+from avatar_core.registry import BackendConfig
+from deployments.counters import RequestCounters
+from deployments.health import HealthProbe
+
+log = logging.getLogger("ray.serve")
+
+
+class Stage:
+    """Base of the four stage deployments. `stage` names the registry's section ("asr", ...)."""
+
+    stage = ""
+
+    async def __init__(self, cfg: BackendConfig):
+        started = time.perf_counter()
+        self.cfg = cfg
+        self.backend: Any = registry.build(self.stage, cfg)
+        await self.backend.probe()  # warm-up: a user's first turn pays no lazy loading
+        ctx = serve.get_replica_context()
+        name = f"SERVE_REPLICA::{ctx.app_name}#{ctx.deployment}#{ctx.replica_id.unique_id}"
+        self.counters = RequestCounters(name)
+        self.health = HealthProbe(self.counters, self.backend.probe, cfg.health_probe_s)
+        log.info("%s ready: backend=%s in %.2fs", ctx.deployment, cfg.backend, time.perf_counter() - started)
+
+    async def check_health(self) -> None:
+        await self.health.check(getattr(self, "backend", None))
+
+    def stats(self) -> dict:
+        """This replica's counters (the StageBoard has them too, readable while the replica works)."""
+        return self.counters.snapshot()

@@ -1,0 +1,58 @@
+"""What one conversation carries from turn to turn, and the messages the LLM sees.
+
+The ingress owns the conversation (history, choices, the animator's continuity state) and passes what
+each stage needs with every call, so replicas stay stateless and a barge-in can keep only the words
+the user heard. The prompt is built here, not in the LLM stage, so every LLM backend (ours, or Ray's
+vLLM server) sees the same system prompt, language instruction and history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from avatar_core.config import LlmConfig
+from avatar_core.types import Message
+
+LANGUAGE_NAMES = {
+    "en": "English", "es": "Spanish", "fr": "French", "de": "German", "it": "Italian",
+    "pt": "Portuguese", "pl": "Polish", "tr": "Turkish", "ru": "Russian", "nl": "Dutch",
+    "cs": "Czech", "ar": "Arabic", "zh": "Chinese", "ja": "Japanese", "hu": "Hungarian",
+    "ko": "Korean", "hi": "Hindi",
+}
+
+
+@dataclass
+class Conversation:
+    id: str
+    history: list[Message] = field(default_factory=list)
+    anim_state: Any = None  # the animator's continuity state, passed back on every call
+    avatar_id: str = "default"
+    voice_id: str = "default"
+    language: str = "en"
+    max_messages: int = 24
+    # Speech and idle (listening) video both advance anim_state; one render at a time keeps the
+    # animation clock continuous across them.
+    anim_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def remember(self, user_text: str, said: str) -> None:
+        if said:
+            self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": said}]
+            del self.history[: -self.max_messages]
+
+    def keep_heard(self, said: str) -> None:
+        """The user interrupted playback: the last reply becomes what they heard of it."""
+        if len(self.history) >= 2 and self.history[-1]["role"] == "assistant":
+            if said:
+                self.history[-1] = {"role": "assistant", "content": said}
+            else:
+                del self.history[-2:]
+
+    def messages(self, cfg: LlmConfig, user_text: str) -> list[Message]:
+        """System prompt with the session's language, the last `history_turns` exchanges, the new
+        user message."""
+        language = LANGUAGE_NAMES.get(self.language, self.language)
+        system = f"{cfg.system_prompt} Always answer in {language}."
+        kept = self.history[-2 * cfg.history_turns :] if cfg.history_turns else []
+        return [{"role": "system", "content": system}, *kept, {"role": "user", "content": user_text}]
