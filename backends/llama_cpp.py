@@ -63,6 +63,9 @@ class LlamaCpp:
         return str(Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
     def _deltas(self, messages: list[Message], max_tokens: int, temperature: float):
+        # Evaluate the whole prompt each time: reusing a cached prefix changes the batch shapes and
+        # with them the floating-point sums, so greedy replies would depend on the previous request.
+        self.llm.reset()
         chunks = self.llm.create_chat_completion(
             messages,
             stream=True,

@@ -31,6 +31,7 @@ import websockets  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.serve.schema import LoggingConfig  # noqa: E402
 
+from deployments.counters import read_board  # noqa: E402
 from serve_app.builder import build_app  # noqa: E402
 from avatar_core.config import AppConfig  # noqa: E402
 
@@ -98,7 +99,8 @@ async def session(url: str, audio: bytes, turns: int, results: list[dict]) -> No
 
 
 def stage_stats(handles) -> dict[str, dict]:
-    return {n: handles[n].stats.remote().result(timeout_s=30) for n in STAGES}
+    """From the StageBoard: a busy stage with max_ongoing_requests 1 cannot answer stats()."""
+    return {n: read_board("avatar", n) for n in STAGES}
 
 
 def cancel_trial(base: str, audio: bytes, handles) -> float | None:
@@ -107,7 +109,7 @@ def cancel_trial(base: str, audio: bytes, handles) -> float | None:
         lines = r.iter_lines()
         while json.loads(next(lines))["type"] != "reply":
             pass
-        llm_busy = handles["LLM"].stats.remote().result(timeout_s=30)["in_flight"] == 1
+        llm_busy = read_board("avatar", "LLM")["in_flight"] == 1
         left = time.perf_counter()
     while any(s["in_flight"] for s in stage_stats(handles).values()):
         time.sleep(0.005)

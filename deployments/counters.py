@@ -28,8 +28,9 @@ class StageBoard:
     def put(self, key: str, row: dict) -> None:
         self.rows[key] = row
 
-    def rows_of(self, deployment: str) -> dict[str, dict]:
-        return {k: v for k, v in self.rows.items() if k.split("#")[1:2] == [deployment]}
+    def rows_of(self, app: str, deployment: str) -> dict[str, dict]:
+        prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+        return {k: v for k, v in self.rows.items() if k.startswith(prefix)}
 
 
 def board():
@@ -77,10 +78,10 @@ class RequestCounters:
             self.board.put.remote(self.key, self.snapshot())  # fire and forget, in order
 
 
-def read_board(deployment: str) -> dict:
+def read_board(app: str, deployment: str) -> dict:
     """A deployment's counters summed over its live replicas (from the driver or any replica), and
     the choices of the latest request any of them started."""
-    rows = ray.get(board().rows_of.remote(deployment))
+    rows = ray.get(board().rows_of.remote(app, deployment))
     total = {"started": 0, "completed": 0, "cancelled": 0, "failed": 0, "in_flight": 0, "last": {}}
     live = 0
     for key, row in rows.items():

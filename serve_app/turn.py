@@ -152,6 +152,8 @@ class AudioBuffer:
 class Turn:
     """One turn's work and its one outcome: completed, failed, no_speech or cancelled."""
 
+    END_GRACE_S = 0.05  # how long a TTS chunk waits to learn whether it is its sentence's last
+
     def __init__(
         self, stages: Stages, cfg: AppConfig, conv: Conversation, pcm: np.ndarray, turn_id: str, counts: dict
     ):
@@ -247,17 +249,32 @@ class Turn:
         self.timings.set("llm", time.perf_counter() - started)
 
     async def speak(self) -> None:
-        """Each sentence's audio chunks as TTS makes them, then None: the sentence has ended."""
+        """Each sentence's audio chunks as TTS makes them, each marked when it is the sentence's
+        last (so the animator can cut the sentence into fragments in one go)."""
         conv, index = self.conv, 0
         while (sentence := await self.sentences.get()) is not _END:
             started, waited = time.perf_counter(), 0.0
             request = self.stages.tts.options(stream=True).stream.remote(sentence, conv.voice_id, conv.language)
-            async for chunk in stream_stage("tts", request, self.timeout_s):
-                put = time.perf_counter()
-                await self.audio.put((index, sentence, chunk))
-                waited += time.perf_counter() - put
+            chunks = stream_stage("tts", request, self.timeout_s)
+            chunk = await anext(chunks, None)
+            if chunk is None:
+                await self.audio.put((index, sentence, None, True))  # no audio at all
+            while chunk is not None:
+                following = asyncio.ensure_future(anext(chunks, None))
+                try:
+                    # Is this the last chunk? A stream that ends within END_GRACE_S says so;
+                    # otherwise pass the chunk on now and learn it with the next one.
+                    done, _ = await asyncio.wait({following}, timeout=self.END_GRACE_S)
+                    ends = bool(done) and following.result() is None
+                    put = time.perf_counter()
+                    await self.audio.put((index, sentence, chunk, ends))
+                    waited += time.perf_counter() - put
+                    chunk = await following
+                finally:
+                    following.cancel()
+                if chunk is None and not ends:
+                    await self.audio.put((index, sentence, None, True))
             self.timings.add("tts", time.perf_counter() - started - waited)
-            await self.audio.put((index, sentence, None))
             index += 1
         await self.audio.put(_END)
 
@@ -266,21 +283,20 @@ class Turn:
         fragment's worth (or the sentence has ended), and pass its fragments on."""
         fps = self.cfg.animator.fps
         while (item := await self.audio.get()) is not _END:
-            index, sentence, chunk = item
+            index, sentence, chunk, ended = item
             audio = AudioBuffer(fps)
             while True:
                 if chunk is not None:
                     audio.add(chunk)
-                ended = chunk is None
                 if not ended and (audio.seconds < self.fragment_s() or not self.audio.empty()):
-                    _, _, chunk = await self.audio.get()
+                    _, _, chunk, ended = await self.audio.get()
                     continue
                 piece = audio.take(everything=ended)
                 if piece is not None:
                     await self.render(index, sentence, piece, ended)
                 if ended:
                     break
-                _, _, chunk = await self.audio.get()
+                _, _, chunk, ended = await self.audio.get()
 
     def fragment_s(self) -> float:
         cfg = self.cfg.animator

@@ -99,12 +99,12 @@ def serve_app():
         shutil.rmtree(STORAGE, ignore_errors=True)
 
 
-def stage_stats(deployment: str) -> dict:
+def stage_stats(deployment: str, app: str = "avatar") -> dict:
     """A stage's request counters, read from the StageBoard: a stage whose max_ongoing_requests is
     1 cannot answer `stats()` while it works, which is when the counters matter."""
     from deployments.counters import read_board
 
-    return read_board(deployment)
+    return read_board(app, deployment)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ import asyncio
 import json
 
 import httpx
+import numpy as np
 import websockets
 
 from tests.conftest import JFK_WORDS
@@ -25,12 +26,17 @@ def post_turn(
 
 
 def check_segments_match_reply(events: list[dict]) -> list[dict]:
-    """Segments arrive in order, one per sentence of the streamed reply, covering all of it."""
+    """Fragments arrive in order, each sentence of the streamed reply as one or more in a row, its
+    last one marked, covering the whole reply."""
     reply = "".join(e["text"] for e in events if e["type"] == "reply")
     segments = [e for e in events if e["type"] == "segment"]
     assert [s["index"] for s in segments] == list(range(len(segments)))
+    sentences = sorted({s["sentence"] for s in segments})
+    assert [s["sentence"] for s in segments] == sorted(s["sentence"] for s in segments)  # in a row
+    assert [s["sentence"] for s in segments if s["last"]] == sentences == list(range(len(sentences)))
     splitter = SentenceSplitter()
-    assert [s["text"] for s in segments] == splitter.push(reply) + splitter.flush()
+    texts = [next(s["text"] for s in segments if s["sentence"] == i) for i in sentences]
+    assert texts == splitter.push(reply) + splitter.flush()
     return segments
 
 
@@ -41,14 +47,17 @@ def test_http_turn_with_real_speech(serve_app, jfk_bytes):
     assert JFK_WORDS in words(events[1]["text"])
     assert types.count("reply") > 3
     segments = check_segments_match_reply(events)
-    assert len(segments) >= 2, "this reply has several sentences, so several segments"
+    assert segments[-1]["sentence"] >= 1, "this reply has several sentences"
+    sentence_audio = {}
     for seg in segments:
         r = httpx.get(f"{serve_app}{seg['url']}", timeout=30)
         assert r.status_code == 200 and r.headers["content-type"] == seg["mime"]
         decoded = decode_segment(r.content)
         assert decoded.same_length_within_a_frame()
         assert abs(decoded.video_s - seg["duration_s"]) < 1e-6
-        assert decoded.audio.std() > 0.01, "the segment carries the spoken sentence"
+        sentence_audio.setdefault(seg["sentence"], []).append(decoded.audio)
+    for sentence, parts in sentence_audio.items():  # a sentence's tail fragment may be its pause
+        assert np.concatenate(parts).std() > 0.01, f"sentence {sentence} carries speech"
     timings = events[-1]["timings"]
     for stage in ("asr", "llm_first_token", "llm", "tts", "animator", "first_segment", "total"):
         assert timings[stage] > 0, stage

@@ -1,49 +1,14 @@
-"""The pieces that need no cluster: sentence splitting, audio decoding, segment muxing, config."""
+"""The pieces that need no cluster: audio decoding, segment muxing, fragment bounds, caches.
+(Splitting: test_sentences.py; config: test_config.py.)"""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from avatar_core.media import MediaError, decode_audio, mux_segment
 from serve_app.cache import LruCache
-from avatar_core.config import AppConfig
-from serve_app.sentences import SentenceSplitter
-from tests.conftest import JFK, ROOT
+from tests.conftest import JFK
 from tests.segments import decode_segment
-
-
-def split(text: str, step: int = 3) -> list[str]:
-    """Feed `text` in small deltas, as an LLM streams it."""
-    s = SentenceSplitter()
-    out = []
-    for i in range(0, len(text), step):
-        out += s.push(text[i : i + step])
-    return out + s.flush()
-
-
-def test_splitter_emits_each_sentence_as_soon_as_it_ends():
-    s = SentenceSplitter()
-    assert s.push("Hello there. How ") == ["Hello there."]
-    assert s.push("are you? I am") == ["How are you?"]
-    assert s.flush() == ["I am"]
-
-
-def test_splitter_keeps_abbreviations_decimals_and_initials_together():
-    text = "Dr. Smith paid 3.50 dollars, e.g. for tea at J. F. K. airport. Then he left."
-    assert split(text) == ["Dr. Smith paid 3.50 dollars,", "e.g. for tea at J. F. K. airport.", "Then he left."]
-
-
-def test_splitter_cuts_a_long_first_clause_early_but_not_later_ones():
-    text = "Well, that is a lovely question to ask, and I like it. Later, much later, we talk."
-    assert split(text) == ["Well, that is a lovely question to ask,", "and I like it.", "Later, much later, we talk."]
-
-
-def test_splitter_caps_run_on_text():
-    pieces = split("word " * 200)
-    assert len(pieces) > 1 and all(len(p) <= 220 for p in pieces)
-    assert " ".join(pieces).split() == ["word"] * 200
 
 
 def test_decode_audio_downmixes_and_resamples_real_speech():
@@ -104,15 +69,19 @@ def test_lru_cache_bounds_weight_and_count():
     assert len(cache) == 3
 
 
-def test_serve_config_fits_a_cpu_machine_and_validates():
-    cfg = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    (application,) = cfg["applications"]
-    AppConfig.model_validate(application["args"])
-    names = {d["name"] for d in application["deployments"]}
-    assert names == {"Ingress", "ASR", "LLM", "TTS", "Animator"}
-    for d in application["deployments"]:
-        opts = d["ray_actor_options"]
-        assert 0 < opts["num_cpus"] < 1 and opts["num_gpus"] == 0, d["name"]
-        assert d["autoscaling_config"]["min_replicas"] >= 1, d["name"]
-    most = sum(d["ray_actor_options"]["num_cpus"] * d["autoscaling_config"]["max_replicas"] for d in application["deployments"])
-    assert most <= 2, "at full scale-out the graph must still fit two cores"
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (0, []),
+        (7, [(0, 7)]),  # shorter than the first fragment
+        (10, [(0, 10)]),
+        (12, [(0, 10), (10, 12)]),  # the first stays short even if a tiny tail follows it
+        (36, [(0, 10), (10, 36)]),  # a 1-frame tail joins the fragment before it
+        (40, [(0, 10), (10, 40)]),  # so does a tail of 5 frames (< a quarter of 25)
+        (60, [(0, 10), (10, 35), (35, 60)]),
+    ],
+)
+def test_fragment_bounds_first_short_then_about_a_second(n, expected):
+    from avatar_core.media import fragment_bounds
+
+    assert fragment_bounds(n, 25, 0.4, 1.0) == expected

@@ -107,7 +107,7 @@ function connect() {
         const kind = pending.type === "segment" ? "speech" : "idle";
         if (kind === "idle") state.idlePending = false;
         if (kind === "idle" || state.turnId !== state.stoppedTurn) {  // never replay an interrupted turn
-          player.append(msg.data, pending.mime, pending.duration_s, kind, state.turnId);
+          player.append(msg.data, pending.mime, pending.duration_s, kind, state.turnId, pending.sentence);
         }
         pending = null;
       }

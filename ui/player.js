@@ -1,6 +1,6 @@
-// One <video>, one MediaSource, one SourceBuffer: every segment (a complete fragmented MP4 that
-// starts at t=0) is placed on the timeline with timestampOffset, so speech and listening video play
-// back to back without gaps. Speech replaces listening video already buffered ahead (the cut is a
+// One <video>, one MediaSource, one SourceBuffer: every fragment (a complete fragmented MP4 that
+// starts at t=0; a sentence arrives as one or more) is placed on the timeline with timestampOffset,
+// so speech and listening video play back to back without gaps. Speech replaces listening video already buffered ahead (the cut is a
 // little after the playhead), and stop() drops buffered speech at once for barge-in.
 const LEAD_S = 0.12;   // how far ahead of the playhead new speech may start
 const KEEP_S = 20;     // seconds of played media kept behind the playhead
@@ -32,14 +32,14 @@ export class SegmentPlayer {
     return this.ops.some((op) => op.kind === "speech") || this.speech.some(([, b]) => b > this.video.currentTime);
   }
 
-  /** How many speech segments tagged `tag` have started playing. */
+  /** How many sentences of the speech tagged `tag` have started playing (fully or partly heard). */
   started(tag) {
     const t = this.video.currentTime;
-    return (this.log || []).filter(([g, a]) => g === tag && a <= t).length;
+    return new Set((this.log || []).filter(([g, a]) => g === tag && a <= t).map((e) => e[3])).size;
   }
 
-  append(bytes, mime, duration, kind, tag = null) {
-    this.ops.push({ bytes, mime, duration, kind, tag });
+  append(bytes, mime, duration, kind, tag = null, sentence = 0) {
+    this.ops.push({ bytes, mime, duration, kind, tag, sentence });
     this.pump();
   }
 
@@ -88,7 +88,7 @@ export class SegmentPlayer {
     this.lastKind = op.kind;
     if (op.kind === "speech") {
       this.speech.push([start, this.end, op.tag]);
-      this.log = [...(this.log || []).slice(-49), [op.tag, start, performance.now()]];  // recent speech appends
+      this.log = [...(this.log || []).slice(-199), [op.tag, start, performance.now(), op.sentence]];  // recent speech appends
     }
     this.speech = this.speech.filter(([, b]) => b > now - 1);
     this.video.play().catch(() => {});
