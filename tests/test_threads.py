@@ -33,5 +33,5 @@ def test_cancelled_run_in_thread_returns_only_after_the_thread_finished():
         return finished.is_set()
 
     assert asyncio.run(main()) is True  # to_thread would return at once, thread still running
-    assert counters.snapshot() == {"started": 1, "completed": 0, "cancelled": 1, "failed": 0, "in_flight": 0}
+    assert counters.snapshot() == {"started": 1, "completed": 0, "cancelled": 1, "failed": 0, "in_flight": 0, "last": {}}
     assert asyncio.run(run_in_thread(lambda: 41 + 1)) == 42
