@@ -52,9 +52,9 @@ class AnimatorConfig(BackendConfig):
     audio_rate: int = Field(24_000, description="sample rate of the AAC track in every fragment")
     crf: int = Field(23, ge=0, le=51)
     first_fragment_s: float = Field(
-        0.4, gt=0, le=5, description="the turn's first fragment: short, since it gates the first frame"
+        0.4, gt=0, le=30, description="the turn's first fragment: short, since it gates the first frame"
     )
-    fragment_s: float = Field(1.0, gt=0, le=10, description="later fragments (fewer, larger files)")
+    fragment_s: float = Field(1.0, gt=0, le=30, description="later fragments (fewer, larger files)")
 
 
 def _stage_section(stage: str):
