@@ -3,7 +3,7 @@
 #   scripts/install.sh        ./.venv: the app on its embedded CPU backends (includes the GPL 'piper' extra)
 #   scripts/install.sh test   ./.venv: the same, plus what the tests use (and Debian's chromium, as root)
 #   scripts/install.sh xtts   ./.venv-xtts: the app, its tests and the 'gpu' extra's XTTS-v2 stack
-#                             (torch 2.11, about 5.5 GB; Debian's ffmpeg, as root), for `pytest -m xtts`
+#                             (about 5 minutes and 7.2 GB; Debian's ffmpeg, as root), for `pytest -m xtts`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
