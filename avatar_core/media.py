@@ -13,19 +13,13 @@ import av
 import cv2
 import numpy as np
 
+from avatar_core.types import ClientError
+
 ASR_RATE = 16_000
 
 
-class MediaError(ValueError):
+class MediaError(ClientError):
     """Client media that cannot be used; the message says why and is safe to show the client."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __reduce__(self):  # keep code and message when Ray pickles the exception across processes
-        return (type(self), (self.code, self.message))
 
 
 def decode_audio(data: bytes, max_duration_s: float, rate: int = ASR_RATE) -> np.ndarray:

@@ -33,6 +33,20 @@ class Fragment:
     state: Any
 
 
+class ClientError(ValueError):
+    """What a client sent cannot be used (an undecodable upload, a voice clip that cannot be cloned).
+    `code` and `message` are safe to show the client: raised in a stage, they reach it in the turn's
+    `error` event (`serve_app/turn.py`) rather than a generic "stage failed"."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __reduce__(self):  # keep code and message when Ray pickles the exception across processes
+        return (type(self), (self.code, self.message))
+
+
 class AvatarError(ValueError):
     """The image cannot be animated (no usable frontal face, wrong shape or type); the message says
     why and is safe to show the client."""

@@ -32,6 +32,7 @@ class Piper:
 
     max_concurrency: ClassVar[int] = 1
     clones_voices: ClassVar[bool] = False
+    default_voice_name: ClassVar[str] = "Joe (built-in)"
 
     def __init__(self, cfg: Config):
         try:

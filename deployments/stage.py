@@ -37,5 +37,7 @@ class Stage:
         await self.health.check(getattr(self, "backend", None))
 
     def stats(self) -> dict:
-        """This replica's counters (the StageBoard has them too, readable while the replica works)."""
-        return self.counters.snapshot()
+        """This replica's counters (the StageBoard has them too, readable while the replica works),
+        and the backend's own, if it keeps any (`backend`: e.g. XTTS's cached voices)."""
+        own = getattr(self.backend, "stats", None)
+        return {**self.counters.snapshot(), **({"backend": own()} if own else {})}

@@ -197,7 +197,8 @@ class Ingress:
 
     @app.get("/api/v1/voices")
     async def voices(self) -> JSONResponse:
-        default = {"id": "default", "name": "Joe (built-in)", "preview_url": None}
+        name = getattr(self.cfg.backend("tts"), "default_voice_name", "built-in")
+        default = {"id": "default", "name": name, "preview_url": None}
         items = await asyncio.to_thread(self.voice_lib.items)
         for item in items:
             item["preview_url"] = f"/api/v1/voices/{item['id']}/audio"
@@ -219,7 +220,11 @@ class Ingress:
         name = display_name(filename, f"Voice {voice_id[:6]}")
         meta = {"name": name, "duration_s": round(len(pcm) / VOICE_RATE, 2)}
         await asyncio.to_thread(self.voice_lib.save, voice_id, encode_wav(pcm), meta)
-        note = "stored; used by the GPU voice-cloning backend (the embedded Piper TTS has one voice)"
+        note = (
+            "stored; turns that choose this voice speak with it"
+            if self.voice_cloning
+            else "stored; used by the GPU voice-cloning backend (the embedded Piper TTS has one voice)"
+        )
         return JSONResponse(
             {"id": voice_id, **meta, "preview_url": f"/api/v1/voices/{voice_id}/audio", "note": note},
             status_code=201,

@@ -23,7 +23,7 @@ from ray.serve.handle import DeploymentHandle
 
 from avatar_core.config import AppConfig
 from avatar_core.media import fragment_bounds
-from avatar_core.types import Speech
+from avatar_core.types import ClientError, Speech
 from serve_app import metrics
 from serve_app.conversation import Conversation
 from serve_app.sentences import SentenceSplitter
@@ -76,6 +76,15 @@ class Timings:
         metrics.observe_stage(name, seconds)
 
 
+def stage_failure(stage: str, exc: Exception) -> StageError:
+    """A stage's refusal of the client's input (ClientError: code and message safe to show, e.g. an
+    unusable voice clip) passes on as it is; any other failure is only named."""
+    cause = getattr(exc, "cause", exc)  # Ray wraps an exception raised in a replica
+    if isinstance(cause, ClientError):
+        return StageError(stage, cause.code, cause.message)
+    return StageError(stage, "stage_failed", f"{stage} failed: {type(exc).__name__}")
+
+
 async def call_stage(stage: str, response: Awaitable, timeout_s: float) -> Any:
     """Await one stage request with a deadline; cancel it if we stop waiting."""
     try:
@@ -89,7 +98,7 @@ async def call_stage(stage: str, response: Awaitable, timeout_s: float) -> Any:
         response.cancel()
         raise
     except Exception as exc:
-        raise StageError(stage, "stage_failed", f"{stage} failed: {type(exc).__name__}") from exc
+        raise stage_failure(stage, exc) from exc
 
 
 async def stream_stage(stage: str, stream: Any, timeout_s: float) -> AsyncIterator[Any]:
@@ -106,7 +115,7 @@ async def stream_stage(stage: str, stream: Any, timeout_s: float) -> AsyncIterat
             except (asyncio.CancelledError, StageError):
                 raise
             except Exception as exc:
-                raise StageError(stage, "stage_failed", f"{stage} failed: {type(exc).__name__}") from exc
+                raise stage_failure(stage, exc) from exc
             yield item
     finally:
         stream.cancel()  # a no-op once the stream has finished

@@ -5,6 +5,7 @@ import shutil
 import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -77,9 +78,10 @@ def jfk_bytes() -> bytes:
     return JFK.read_bytes()
 
 
-@pytest.fixture(scope="session")
-def serve_app():
-    """Start Ray and Serve in this process, deploy the graph, wait until every stage is warm."""
+@contextmanager
+def running_graph(cfg, name: str, storage: Path):
+    """Start Ray and Serve in this process, deploy the graph of `cfg`, wait until every stage is
+    warm; then stop them all and remove the upload directory `storage`."""
     import ray
     from ray import serve
 
@@ -88,7 +90,7 @@ def serve_app():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(app_config()), name="avatar", route_prefix="/")
+    serve.run(build_app(cfg), name=name, route_prefix="/")
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base_url)
@@ -96,7 +98,13 @@ def serve_app():
     finally:
         serve.shutdown()
         ray.shutdown()
-        shutil.rmtree(STORAGE, ignore_errors=True)
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def serve_app():
+    with running_graph(app_config(), "avatar", STORAGE) as base_url:
+        yield base_url
 
 
 def stage_stats(deployment: str, app: str = "avatar") -> dict:
