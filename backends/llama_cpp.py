@@ -3,6 +3,7 @@ or any GGUF path. The GGUF carries its own chat template."""
 
 from __future__ import annotations
 
+from contextlib import aclosing
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -80,10 +81,13 @@ class LlamaCpp:
 
     async def chat(self, messages: list[Message], max_tokens: int, temperature: float) -> AsyncIterator[str]:
         async with self._lock:
-            async for delta in iterate_in_thread(lambda: self._deltas(messages, max_tokens, temperature)):
-                yield delta
+            # aclosing: a consumer that stops early waits for the worker thread to end
+            async with aclosing(iterate_in_thread(lambda: self._deltas(messages, max_tokens, temperature))) as deltas:
+                async for delta in deltas:
+                    yield delta
 
     async def probe(self) -> None:
         """One token through the whole path."""
-        async for _ in self.chat([{"role": "user", "content": "Hello."}], 1, 0.0):
-            break
+        async with aclosing(self.chat([{"role": "user", "content": "Hello."}], 1, 0.0)) as deltas:
+            async for _ in deltas:
+                break

@@ -5,6 +5,7 @@ so)."""
 
 from __future__ import annotations
 
+from contextlib import aclosing
 import asyncio
 import json
 from collections.abc import AsyncIterator
@@ -65,8 +66,10 @@ class Piper:
 
     async def stream(self, text: str, voice_wav: str | None, voice_id: str, language: str) -> AsyncIterator[Speech]:
         """Piper yields one chunk per sentence it finds in the text: pass each on as it comes."""
-        async for chunk in iterate_in_thread(lambda: self.voice.synthesize(text)):
-            yield Speech(np.asarray(chunk.audio_float_array, np.float32), self.sample_rate)
+        # aclosing: a consumer that stops early waits for the worker thread to end
+        async with aclosing(iterate_in_thread(lambda: self.voice.synthesize(text))) as chunks:
+            async for chunk in chunks:
+                yield Speech(np.asarray(chunk.audio_float_array, np.float32), self.sample_rate)
 
     async def probe(self) -> None:
         async for _ in self.stream("Hello there.", None, "default", "en"):

@@ -2,6 +2,7 @@
 history), the reply out as streamed text deltas. Replicas keep no conversation state."""
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from ray import serve
 
@@ -20,5 +21,6 @@ class LLM(Stage):
         temperature = self.cfg.temperature if temperature is None else temperature
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
         with self.counters.track(system=system):
-            async for delta in self.backend.chat(messages, max_tokens, temperature):
-                yield delta
+            async with aclosing(self.backend.chat(messages, max_tokens, temperature)) as deltas:
+                async for delta in deltas:  # closed at once when the caller stops early
+                    yield delta

@@ -3,6 +3,7 @@ backend makes them. A voice id names a reference clip in the shared storage dire
 ingress on upload), which a voice-cloning backend conditions on; clients never name paths."""
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,9 @@ class TTS(Stage):
     async def stream(self, text: str, voice_id: str = "default", language: str = "en") -> AsyncIterator[Speech]:
         with self.counters.track(voice_id=voice_id, language=language):
             wav = self.voice_wav(voice_id) if self.backend.clones_voices else None
-            async for chunk in self.backend.stream(text[: self.cfg.max_chars], wav, voice_id, language):
-                yield chunk
+            async with aclosing(self.backend.stream(text[: self.cfg.max_chars], wav, voice_id, language)) as chunks:
+                async for chunk in chunks:  # closed at once when the caller stops early
+                    yield chunk
 
     async def synthesize(self, text: str, voice_id: str = "default", language: str = "en") -> Speech:
         """The whole sentence at once (notebooks, benchmarks): the chunks joined."""

@@ -87,9 +87,12 @@ def stage_failure(stage: str, exc: Exception) -> StageError:
 
 async def call_stage(stage: str, response: Awaitable, timeout_s: float) -> Any:
     """Await one stage request with a deadline; cancel it if we stop waiting."""
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can return a result that lands in the
+    # same step as a cancellation and swallow the cancellation, so a cancelled turn would hang.
     try:
-        return await asyncio.wait_for(response, timeout_s)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout_s):
+            return await response
+    except TimeoutError:
         # Awaiting a DeploymentResponse does not cancel the request when the wait ends (Ray 2.60's
         # __await__ only re-raises): without this the replica would go on working for nobody.
         response.cancel()
@@ -107,10 +110,11 @@ async def stream_stage(stage: str, stream: Any, timeout_s: float) -> AsyncIterat
     try:
         while True:
             try:
-                item = await asyncio.wait_for(anext(stream), timeout_s)
+                async with asyncio.timeout(timeout_s):  # not wait_for: see call_stage
+                    item = await anext(stream)
             except StopAsyncIteration:
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise StageError(stage, "stage_timeout", f"{stage} took longer than {timeout_s:g} s") from None
             except (asyncio.CancelledError, StageError):
                 raise

@@ -285,9 +285,6 @@ def test_an_incomplete_checkpoint_dir_fails_with_the_missing_files(tmp_path, che
         AppConfig.model_validate({"tts": {"backend": "xtts"}})
 
 
-@pytest.mark.skip(reason="hangs on a race in serve_app/turn.py: Python 3.11's asyncio.wait_for in "
-                  "stream_stage returns a result that lands with the cancellation and swallows it, so "
-                  "animate() waits for audio forever (diagnosed here; the turn.py fix is the lead's)")
 def test_barge_in_stops_the_generator_between_chunks(xtts_app, tts, jfk_bytes):
     """Push-to-talk the moment the first fragment arrives: the TTS request is cancelled, XTTS's
     generator stops at its next chunk (the stream is counted as stopped, short of its 8 chunks) and
