@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command (README; .ci/run calls exactly this): installs what each test group needs, then
+# runs them. The main suite runs in ./.venv; the GPU backends' real code runs on CPU in venvs of
+# their own, because their torch builds cannot share one (scripts/install.sh says why).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh test
+scripts/install.sh xtts
+.venv/bin/python -m pytest "$@"
+.venv-xtts/bin/python -m pytest -m xtts tests/test_xtts.py
