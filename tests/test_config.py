@@ -16,7 +16,8 @@ STAGE_DEPLOYMENTS = {"asr": "ASR", "llm": "LLM", "tts": "TTS", "animator": "Anim
 
 def serve_configs() -> list[Path]:
     """Every Serve config in the repository (cluster ones included as they appear)."""
-    found = [p for p in ROOT.rglob("*.yaml") if ".venv" not in p.parts and "applications" in p.read_text()]
+    found = [p for p in ROOT.rglob("*.yaml") if ".venv" not in p.parts and "clusters" not in p.parts
+             and "applications" in p.read_text()]
     assert ROOT / "serve_config.yaml" in found
     return sorted(found)
 
