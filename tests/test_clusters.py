@@ -86,7 +86,7 @@ def test_gpu_stages_ask_for_l4_fractions_that_pack_onto_the_node_types():
         (role,) = opts["resources"]  # avatar_media or avatar_llm
         offered = [t for t in types.values() if role in t["resources"]]
         assert len(offered) == 1 and offered[0]["resources"]["accelerator_type:L4"] == 1, name
-        assert opts["num_cpus"] + 0 <= offered[0]["resources"]["CPU"], name
+        assert opts["num_cpus"] <= offered[0]["resources"]["CPU"], name
         per_role[role] = per_role.get(role, 0) + opts["num_gpus"]
     assert per_role == {"avatar_media": 1.0, "avatar_llm": 1.0}
     ingress = deployments["Ingress"]["ray_actor_options"]
