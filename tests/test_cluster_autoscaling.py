@@ -155,18 +155,23 @@ def converse(base: str, audio: bytes, stop: threading.Event, turns: list, errors
 
 def test_a_burst_scales_replicas_and_l4_nodes_out_then_both_back_in(autoscaling_cluster, jfk_bytes):
     base = autoscaling_cluster
-    start_nodes, start_animators = media_nodes(), running("Animator")
-    assert (start_nodes, start_animators) == (1, 1)
+    media = ("ASR", "TTS", "Animator")
+    first_nodes = {i for i, n in nodes().items() if role(n["resources"]) == "l4_media"}
+    assert len(first_nodes) == 1 and {n: running(n) for n in media} == dict.fromkeys(media, 1)
     stop, turns, errors = threading.Event(), [], []
     clients = [threading.Thread(target=converse, args=(base, jfk_bytes, stop, turns, errors)) for _ in range(CLIENTS)]
     for c in clients:
         c.start()
     began = time.monotonic()
-    most_nodes = most_animators = 0
+    most_nodes, peak, on_new_node = 0, dict.fromkeys(media, 1), set()
     try:
         while time.monotonic() - began < 240 and not errors:
-            most_nodes, most_animators = max(most_nodes, media_nodes()), max(most_animators, running("Animator"))
-            if most_nodes >= MAX_MEDIA and most_animators >= 2:
+            most_nodes = max(most_nodes, media_nodes())
+            for name, reps in replicas().items():
+                if name in media:
+                    peak[name] = max(peak[name], len(reps))
+                    on_new_node |= {name for r in reps if r["node_id"] not in first_nodes}
+            if most_nodes >= MAX_MEDIA and on_new_node:  # a new L4 node, and replicas working on it
                 break
             time.sleep(1)
         scaled_out_s = time.monotonic() - began
@@ -174,10 +179,12 @@ def test_a_burst_scales_replicas_and_l4_nodes_out_then_both_back_in(autoscaling_
         stop.set()
         for c in clients:
             c.join(timeout=300)
+    stopped = time.monotonic()
     assert not errors, errors
-    assert most_nodes == MAX_MEDIA and most_animators >= 2, (most_nodes, most_animators, len(turns))
-    print(f"scale-out: {MAX_MEDIA} media nodes, {most_animators} animators after {scaled_out_s:.0f} s, "
-          f"{len(turns)} turns")
+    assert most_nodes == MAX_MEDIA and on_new_node, (most_nodes, peak, len(turns))
+    assert sum(peak.values()) > len(media), peak
+    print(f"scale-out: {MAX_MEDIA} media nodes after {scaled_out_s:.0f} s, replicas at most {peak}, "
+          f"{sorted(on_new_node)} on the new node, {len(turns)} turns")
 
     sessions: dict[str, int] = {}
     for session, events in turns:  # every turn completed, its fragments in order
@@ -197,4 +204,4 @@ def test_a_burst_scales_replicas_and_l4_nodes_out_then_both_back_in(autoscaling_
             break
         assert time.monotonic() < deadline, f"did not scale back in: {shape}"
         time.sleep(1)
-    print(f"scale-in: back to one media node after {time.monotonic() - began - scaled_out_s:.0f} s")
+    print(f"scale-in: one media node and one replica a stage {time.monotonic() - stopped:.0f} s after the load stopped")
