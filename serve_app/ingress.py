@@ -48,7 +48,7 @@ app.add_middleware(security.Guard)  # auth, CORS, Origin, admission: configured 
 install_handlers(app)
 
 
-@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1, "num_gpus": 0})
+@serve.deployment(name="Ingress", max_ongoing_requests=100, ray_actor_options={"num_cpus": 0.1, "num_gpus": 0})
 @serve.ingress(app)
 class Ingress:
     def __init__(

@@ -67,10 +67,14 @@ def app_config():
     )
 
 
+FIRST = ("test_serve_run.py", "test_cluster_rehearsal.py", "test_cluster_autoscaling.py")
+
+
 def pytest_collection_modifyitems(items):
-    """The `serve run` smoke test goes first: it must start its own Ray before this process starts
-    the session cluster (a stable sort keeps every other test in its order)."""
-    items.sort(key=lambda item: item.path.name != "test_serve_run.py")
+    """The `serve run` smoke test and the cluster rehearsals go first: each starts (and stops) its
+    own Ray before this process starts the session cluster (a stable sort keeps every other test in
+    its order)."""
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
 
 
 @pytest.fixture(scope="session")

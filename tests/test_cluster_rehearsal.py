@@ -1,0 +1,128 @@
+"""The GPU Serve config on a rehearsal of the GCP L4 cluster (`ray.cluster_utils.Cluster`): a head
+and fake L4 workers with cluster.yaml's resources, the embedded backends in place of the GPU ones.
+
+Placement and packing are Ray's real scheduler at work; a killed node is real processes killed."""
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster_rehearsal import deploy, node_types, nodes, rehearsal_config, replicas, role, wait_running
+from tests.conftest import JFK_WORDS, stage_stats, wait_healthy
+from tests.test_stages import words
+from tests.test_turn import check_segments_match_reply, post_turn
+
+pytestmark = pytest.mark.cluster
+
+
+def add_fake_node(cluster, node_type: str):
+    """A raylet with the resources cluster.yaml declares for `node_type` (tokens, not hardware)."""
+    res = dict(node_types()[node_type]["resources"])
+    return cluster.add_node(num_cpus=res.pop("CPU"), num_gpus=res.pop("GPU", 0), resources=res)
+
+
+@pytest.fixture(scope="module")
+def rehearsal():
+    """Head + the minimum of each L4 node type, and the GPU config deployed on them."""
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    assert not ray.is_initialized(), "the rehearsal starts its own cluster: run it before the session's"
+    types = node_types()
+    head = dict(types["ray_head"]["resources"])
+    storage = Path(tempfile.mkdtemp(prefix="avatar-cluster-storage-"))
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": head.pop("CPU"), "num_gpus": head.pop("GPU", 0), "include_dashboard": False},
+    )
+    workers = {}
+    try:
+        for name, spec in types.items():
+            for _ in range(spec.get("min_workers", 0)):
+                node = add_fake_node(cluster, name)
+                workers[node.node_id] = node
+        ray.init(address=cluster.address, log_to_driver=False)
+        cfg = rehearsal_config(storage)
+        deploy(cfg)
+        wait_running()
+        base = f"http://127.0.0.1:{cfg['http_options']['port']}"
+        wait_healthy(base)
+        yield {"cluster": cluster, "workers": workers, "base": base}
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+            shutil.rmtree(storage, ignore_errors=True)
+
+
+def test_every_gpu_stage_runs_on_an_l4_worker_and_the_fractions_fit(rehearsal):
+    alive = nodes()
+    placed = replicas()
+    gpu_per_node: dict[str, float] = {}
+    for name, reps in placed.items():
+        assert reps, f"{name} has no running replica"
+        for r in reps:
+            node = alive[r["node_id"]]
+            if name == "Ingress":
+                assert node["head"], "the ingress runs on the head, beside the proxy"
+                continue
+            assert not node["head"], f"{name} replica on the head"
+            assert node["resources"].get("accelerator_type:L4") == 1, f"{name} on a node without an L4"
+            gpu_per_node[r["node_id"]] = gpu_per_node.get(r["node_id"], 0) + r["num_gpus"]
+    assert all(0 < total <= 1 for total in gpu_per_node.values()), gpu_per_node
+    roles = {name: {role(alive[r["node_id"]]["resources"]) for r in reps} for name, reps in placed.items()}
+    assert roles == {"Ingress": {"head"}, "ASR": {"l4_media"}, "TTS": {"l4_media"}, "Animator": {"l4_media"},
+                     "LLM": {"l4_llm"}}
+    print("placement:", json.dumps({n: [r["node_id"][:8] for r in reps] for n, reps in placed.items()}))
+
+
+def test_a_turn_runs_across_the_nodes(rehearsal, jfk_bytes):
+    events, _ = post_turn(rehearsal["base"], jfk_bytes)
+    assert events[-1]["type"] == "done", events[-1]
+    assert JFK_WORDS in words(next(e["text"] for e in events if e["type"] == "transcript"))
+    assert check_segments_match_reply(events)
+
+
+def test_a_worker_node_killed_mid_turn_fails_that_turn_clearly_then_the_next_succeeds(rehearsal, jfk_bytes):
+    """A spare media node joins; the node running the animator dies while it renders this turn."""
+    cluster, workers = rehearsal["cluster"], rehearsal["workers"]
+    spare = add_fake_node(cluster, "l4_media")
+    workers[spare.node_id] = spare
+    (animator,) = replicas()["Animator"]
+    victim = workers[animator["node_id"]]
+    on_victim = {name for name, reps in replicas().items() for r in reps if r["node_id"] == victim.node_id}
+    events = []
+    with httpx.stream("POST", f"{rehearsal['base']}/api/v1/turn", files={"audio": ("a.flac", jfk_bytes)},
+                      timeout=180) as r:
+        lines = (json.loads(line) for line in r.iter_lines() if line)
+        for event in lines:
+            events.append(event)
+            if event["type"] in ("done", "error"):
+                break
+            if event["type"] in ("reply", "segment") and stage_stats("Animator")["in_flight"]:
+                cluster.remove_node(victim, allow_graceful=False)
+                del workers[victim.node_id]
+                events += list(lines)
+                break
+    assert victim.node_id not in workers, f"the animator never started on this turn: {events[-1]}"
+    assert events[-1]["type"] == "error" and events[-1]["code"] == "stage_failed", events[-1]
+    assert any(stage.lower() in events[-1]["message"].lower() for stage in on_victim), (events[-1], on_victim)
+
+    deadline = time.monotonic() + 180
+    while True:  # Serve replaces the lost replicas on the nodes that remain
+        events, _ = post_turn(rehearsal["base"], jfk_bytes)
+        if events[-1]["type"] == "done":
+            break
+        assert time.monotonic() < deadline, f"no successful turn after the node died; last: {events[-1]}"
+        time.sleep(2)
+    check_segments_match_reply(events)
+    for name, reps in replicas().items():  # every stage runs again, none on the dead node
+        assert reps and all(r["node_id"] != victim.node_id for r in reps), name
