@@ -74,6 +74,17 @@ class Animator(Stage):
             raise KeyError(f"unknown avatar {avatar_id!r}")
         return self._cache(avatar_id, await self.backend.prepare_avatar(read_image(str(path))))
 
+    @serve.multiplexed(max_num_models_per_replica=1024)
+    async def _conversation(self, conversation_id: str) -> str:
+        """Session affinity: a request that names its conversation (`multiplexed_model_id`) marks
+        this replica as holding it, and Serve's router sends that conversation's next requests here
+        while it can take them. Nothing is loaded: the "model" is the id."""
+        return conversation_id
+
+    async def _note_conversation(self) -> None:
+        if conversation_id := serve.get_multiplexed_model_id():
+            await self._conversation(conversation_id)
+
     async def animate(
         self,
         speech: Speech,
@@ -86,6 +97,7 @@ class Animator(Stage):
         `fragment_s` (defaults from the config), each with the state after it."""
         cfg = self.cfg
         with self.counters.track(avatar_id=avatar_id):
+            await self._note_conversation()
             avatar = await self._avatar(avatar_id)
             state = state if state is not None else self.backend.new_state()
             n_frames = -(-speech.pcm.size * cfg.fps // speech.sample_rate)
@@ -113,6 +125,7 @@ class Animator(Stage):
         avatar stays alive between turns and the clock in `state` runs on without a jump."""
         cfg = self.cfg
         with self.idle_counters.track():
+            await self._note_conversation()
             n = max(1, round(seconds * cfg.fps))
             frames = []
             state = state if state is not None else self.backend.new_state()

@@ -272,3 +272,16 @@ def test_config_names_the_backend_and_sets_the_replicas_concurrency():
     assert app._bound_deployment._deployment_config.max_ongoing_requests == 3
     with pytest.raises(ValueError, match="pool_size"):
         registry.parse("animator", {"backend": "ditto", "pool_size": 0})
+
+
+def test_stand_in_sdk_threads_stop_when_the_replica_closes_the_backend_with_a_stream_open():
+    backend = Ditto(stand_in_config(pool_size=2))
+
+    async def main():
+        avatar = await backend.prepare_avatar(red())
+        await collect(backend.render(avatar, np.zeros(5 * HOP, np.float32), None))
+        assert len(sdk_threads()) == 6  # the stream stays open for the conversation's next call
+        await asyncio.to_thread(backend.close)  # what the Animator's __del__ calls when Serve stops it
+
+    asyncio.run(main())
+    assert sdk_threads() == []

@@ -108,3 +108,30 @@ def test_stand_in_ditto_worker_error_becomes_a_stage_failed_event_and_the_next_t
     assert "animator" in events[-1]["message"]
     events, _ = post_turn(ditto_app, jfk_bytes, extra=green)
     assert events[-1]["type"] == "done", events[-1]
+
+
+def test_stand_in_ditto_conversation_keeps_its_stream_across_two_replicas(serve_app):
+    """Two Animator replicas: a conversation's calls name it (multiplexed_model_id, as the turn
+    does) and land on the replica that holds its open stream, so the stream runs on; without the
+    affinity each call would pick one of the two at random (all six on the first: 1 in 64)."""
+    import time
+
+    from deployments.animator import Animator
+    from tests.conftest import STORAGE
+    from tests.ditto_stand_in.config import stand_in_config
+
+    app = Animator.options(num_replicas=2, max_ongoing_requests=2,
+                           ray_actor_options={"num_cpus": 0.01, "num_gpus": 0})
+    serve.run(app.bind(stand_in_config(pool_size=2), str(STORAGE)), name="ditto-affinity", route_prefix=None)
+    try:
+        handle = serve.get_deployment_handle("Animator", app_name="ditto-affinity")
+        piece = Speech(speech_with_a_gap(20), 16_000)
+        state = asyncio.run(animate(handle.options(multiplexed_model_id="conv-a"), piece, None))[-1].state
+        time.sleep(1.0)  # the replica reports the conversation to the router every 0.1 s
+        streams = []
+        for _ in range(6):
+            state = asyncio.run(animate(handle.options(multiplexed_model_id="conv-a"), piece, state))[-1].state
+            streams.append(state.stream)
+        assert len(set(streams)) == 1 and state.frame == 7 * 20, streams
+    finally:
+        serve.delete("ditto-affinity")

@@ -291,3 +291,11 @@ class Ditto:
         if self._expiry is not None:
             self._expiry.cancel()
         await self.pool.close_all()
+
+    def close(self) -> None:
+        """Stop every stream at once, from any thread: the SDK's worker threads are not daemons,
+        so a replica that exits with a stream open would wait for them forever."""
+        for slot in self.pool.slots:
+            if slot.stream is not None and not slot.stream.closed:
+                slot.stream.closed = True
+                slot.stream.shutdown(graceful=False)

@@ -55,6 +55,10 @@ class SinkRouter:
             self._sinks[key] = sink
         return SCHEME + key
 
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._sinks.pop(key, None)
+
     def __call__(self, video_path: str, fps: int = 25, **kwargs: Any) -> FrameSink:
         key = video_path.removeprefix(SCHEME).removesuffix(".tmp.mp4")
         with self._lock:

@@ -67,7 +67,10 @@ class Stream:
         for name in ("sampling_timesteps", "overlap_v2", "max_size"):
             if getattr(self.cfg, name) is not None:
                 kwargs[name] = getattr(self.cfg, name)
-        sdk.setup(self.avatar.path, self.router.path(self.key, self.sink), **kwargs)
+        try:
+            sdk.setup(self.avatar.path, self.router.path(self.key, self.sink), **kwargs)
+        finally:
+            self.router.discard(self.key)  # taken by setup's writer, unless setup failed before it
         self.started = True
         sdk.setup_Nd(N_d=-1, fade_in=self.cfg.fade_in, fade_out=-1, ctrl_info={})  # open-ended
         self.valid_clip_len = int(sdk.audio2motion.valid_clip_len)
