@@ -195,11 +195,10 @@ class Ditto:
                 await self._open(stream)
             except Exception as exc:
                 raise AvatarError(f"Ditto could not register a face in the image ({type(exc).__name__}: {exc})") from exc
+            height, width = slot.sdk.source_info["img_rgb_lst"][0].shape[:2]  # the output size
             error = await self.pool.close(stream, graceful=True)
             if error is not None:
                 raise RuntimeError(f"Ditto failed after registering the avatar: {error!r}") from error
-        info = slot.sdk.source_info
-        height, width = info["img_rgb_lst"][0].shape[:2]
         log.info("ditto avatar %s registered in %.2fs", key, self.registered.seconds.get(str(path), 0.0))
         return DittoAvatar(key, str(path), int(height), int(width))
 

@@ -38,7 +38,8 @@ class FrameSink:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.loop.call_soon_threadsafe(self.frames.put_nowait, None)
+            if not self.loop.is_closed():  # a replica shutting down may have stopped its loop
+                self.loop.call_soon_threadsafe(self.frames.put_nowait, None)
 
 
 class SinkRouter:
