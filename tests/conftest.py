@@ -117,10 +117,11 @@ def handles(serve_app):
 GREEN = (0, 200, 0)  # the stand-in Ditto fails its first stream of a green avatar at frame 30
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ditto_app(serve_app):
     """A second application whose animator is the Ditto backend around the STAND-IN SDK
-    (tests/ditto_stand_in): no GPU here. Route /ditto; its Animator answers through handles."""
+    (tests/ditto_stand_in): no GPU here. Route /ditto; its Animator answers through handles.
+    Deleted after each module that uses it: two cores hold only two whole graphs at once."""
     from ray import serve
 
     from serve_app.builder import build_app
