@@ -74,6 +74,17 @@ class Animator(Stage):
             raise KeyError(f"unknown avatar {avatar_id!r}")
         return self._cache(avatar_id, await self.backend.prepare_avatar(read_image(str(path))))
 
+    @serve.multiplexed(max_num_models_per_replica=1024)
+    async def _conversation(self, conversation_id: str) -> str:
+        """Session affinity: a request that names its conversation (`multiplexed_model_id`) marks
+        this replica as holding it, and Serve's router sends that conversation's next requests here
+        while it can take them. Nothing is loaded: the "model" is the id."""
+        return conversation_id
+
+    async def _note_conversation(self) -> None:
+        if conversation_id := serve.get_multiplexed_model_id():
+            await self._conversation(conversation_id)
+
     async def animate(
         self,
         speech: Speech,
@@ -86,24 +97,35 @@ class Animator(Stage):
         `fragment_s` (defaults from the config), each with the state after it."""
         cfg = self.cfg
         with self.counters.track(avatar_id=avatar_id):
+            await self._note_conversation()
             avatar = await self._avatar(avatar_id)
             state = state if state is not None else self.backend.new_state()
             n_frames = -(-speech.pcm.size * cfg.fps // speech.sample_rate)
             audio_16k = _exact(resample(speech.pcm, speech.sample_rate, ASR_RATE), n_frames * ASR_RATE // cfg.fps)
-            sizes = (first_s or cfg.first_fragment_s, fragment_s or cfg.fragment_s)
-            for a, b in fragment_bounds(n_frames, cfg.fps, *sizes):
-                hop = ASR_RATE // cfg.fps
-                frames = []
-                async for batch, state in self.backend.render(avatar, audio_16k[a * hop : b * hop], state):
+            bounds = fragment_bounds(n_frames, cfg.fps, first_s or cfg.first_fragment_s, fragment_s or cfg.fragment_s)
+            # A backend that keeps a stream running (Ditto) renders the piece in one call, so it
+            # need not push its pipeline's last frames out at every fragment; the others render
+            # fragment by fragment. Either way each fragment leaves once its frames exist.
+            spans = [(0, n_frames)] if getattr(self.backend, "renders_whole_pieces", False) else bounds
+            hop, rate, frames, done, cut = ASR_RATE // cfg.fps, speech.sample_rate, [], 0, iter(bounds)
+            a, b = next(cut)
+            for start, end in spans:
+                async for batch, state in self.backend.render(avatar, audio_16k[start * hop : end * hop], state):
                     frames.append(batch)
-                pcm = speech.pcm[a * speech.sample_rate // cfg.fps : b * speech.sample_rate // cfg.fps]
-                yield await run_in_thread(self._mux, np.concatenate(frames), pcm, speech.sample_rate, state)
+                    while b is not None and done + sum(map(len, frames)) >= b:
+                        ready = np.concatenate(frames)
+                        frames = [ready[b - done :]]
+                        pcm = speech.pcm[a * rate // cfg.fps : b * rate // cfg.fps]
+                        yield await run_in_thread(self._mux, ready[: b - done], pcm, rate, state)
+                        done = b
+                        a, b = next(cut, (None, None))
 
     async def idle_segment(self, seconds: float, state: Any = None, avatar_id: str = "default") -> Fragment:
         """Listening video with silent audio: the same blinks and head motion, mouth at rest, so the
         avatar stays alive between turns and the clock in `state` runs on without a jump."""
         cfg = self.cfg
         with self.idle_counters.track():
+            await self._note_conversation()
             n = max(1, round(seconds * cfg.fps))
             frames = []
             state = state if state is not None else self.backend.new_state()

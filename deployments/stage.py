@@ -36,6 +36,13 @@ class Stage:
     async def check_health(self) -> None:
         await self.health.check(getattr(self, "backend", None))
 
+    def __del__(self) -> None:
+        """Serve calls this when it stops the replica: a backend with threads of its own (Ditto's
+        SDK workers) stops them, or the process could not exit."""
+        close = getattr(getattr(self, "backend", None), "close", None)
+        if close is not None:
+            close()
+
     def stats(self) -> dict:
         """This replica's counters (the StageBoard has them too, readable while the replica works),
         and the backend's own, if it keeps any (`backend`: e.g. XTTS's cached voices)."""

@@ -15,12 +15,14 @@ from serve_app.ingress import Ingress
 def stage_app(deployment, stage: str, cfg, *args) -> Application:
     """The stage's deployment bound with its backend's config. A backend that brings its own
     deployment (a `deployment(cfg)` classmethod, e.g. Ray's vLLM server) is bound instead.
-    `max_ongoing_requests` is what the backend can really run at once (serve_config.yaml says the
-    same; its deployments section has the last word)."""
+    `max_ongoing_requests` is what the backend can really run at once (`concurrency(cfg)` where
+    it depends on the config, e.g. Ditto's pool size; serve_config.yaml says the same and its
+    deployments section has the last word)."""
     backend = registry.backend_class(stage, cfg)
     if hasattr(backend, "deployment"):
         return backend.deployment(cfg)
-    return deployment.options(max_ongoing_requests=backend.max_concurrency).bind(cfg, *args)
+    limit = backend.concurrency(cfg) if hasattr(backend, "concurrency") else backend.max_concurrency
+    return deployment.options(max_ongoing_requests=limit).bind(cfg, *args)
 
 
 def build_app(args: AppConfig) -> Application:

@@ -43,6 +43,12 @@ class Stages:
         """The reply's text deltas, streamed (our LLM stage's protocol)."""
         return self.llm.options(stream=True).chat.remote(messages)
 
+    def face(self, conversation_id: str) -> DeploymentHandle:
+        """The animator, routed to the replica that last served this conversation when it can take
+        the request (Serve's model multiplexing as session affinity): a backend that keeps a
+        stream open per conversation (Ditto) continues it there."""
+        return self.animator.options(multiplexed_model_id=conversation_id)
+
 
 class StageError(Exception):
     def __init__(self, stage: str, code: str, message: str):
@@ -322,7 +328,7 @@ class Turn:
         count = len(fragment_bounds(n_frames, cfg.fps, first_s, cfg.fragment_s))
         started = time.perf_counter()
         async with conv.anim_lock:
-            request = self.stages.animator.options(stream=True).animate.remote(
+            request = self.stages.face(conv.id).options(stream=True).animate.remote(
                 piece, conv.anim_state, conv.avatar_id, first_s, cfg.fragment_s
             )
             k = 0

@@ -252,7 +252,7 @@ class WsSession:
         conv, timeout = self.conv, self.cfg.limits.stage_timeout_s
         try:
             async with conv.anim_lock:
-                request = self.ingress.stages.animator.idle_segment.remote(seconds, conv.anim_state, conv.avatar_id)
+                request = self.ingress.stages.face(conv.id).idle_segment.remote(seconds, conv.anim_state, conv.avatar_id)
                 seg = await call_stage("animator", request, timeout)
                 conv.anim_state = seg.state
             event = {"type": "idle", "duration_s": seg.duration_s, "mime": seg.mime, "bytes": len(seg.data)}

@@ -124,3 +124,27 @@ def handles(serve_app):
     from ray import serve
 
     return {name: serve.get_deployment_handle(name, app_name="avatar") for name in ("ASR", "LLM", "TTS", "Animator")}
+
+
+GREEN = (0, 200, 0)  # the stand-in Ditto fails its first stream of a green avatar at frame 30
+
+
+@pytest.fixture(scope="module")
+def ditto_app(serve_app):
+    """A second application whose animator is the Ditto backend around the STAND-IN SDK
+    (tests/ditto_stand_in): no GPU here. Route /ditto; its Animator answers through handles.
+    Deleted after each module that uses it: two cores hold only two whole graphs at once."""
+    from ray import serve
+
+    from serve_app.builder import build_app
+    from tests.ditto_stand_in.config import stand_in_config
+
+    animator = stand_in_config(pool_size=2, frame_s=0.002, fail_at_frame=30, fail_once=True, fail_colour=GREEN)
+    serve.run(build_app(app_config().model_copy(update={"animator": animator})), name="ditto",
+              route_prefix="/ditto", blocking=False)
+    base = f"{serve_app}/ditto"
+    try:
+        wait_healthy(base)
+        yield base
+    finally:
+        serve.delete("ditto")

@@ -1,0 +1,287 @@
+"""The Ditto backend around its SDK. No GPU or weights here: the SDK is a STAND-IN with the real
+StreamSDK's methods, arguments, worker threads and queue semantics (tests/ditto_stand_in), and
+every test that uses it says so in its name. The window arithmetic is checked by hand."""
+
+import asyncio
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+from backends.ditto import Ditto, DittoState
+from backends.ditto.hops import HOP, HopWindows, frames_out, samples_for_frames, window_end, window_len
+from backends.ditto.sink import FrameSink, SinkRouter, install
+from tests.ditto_stand_in.config import sdk_threads, stand_in_config
+
+
+# --- windows and lag: by hand -------------------------------------------------------------------
+
+def test_hop_windows_are_the_sdk_windows_at_hand_computed_sample_indices():
+    """(3, 5, 2): windows of 6480 samples every 3200, over the audio with 1920 zeros before it, so
+    window k holds samples [3200k - 1920, 3200k + 4560)."""
+    audio = np.arange(1, 20_001, dtype=np.float32)  # sample i holds i + 1, so 0 is a padding zero
+    hops = HopWindows((3, 5, 2))
+    assert window_len((3, 5, 2)) == 6480
+    assert hops.push(audio[:4559]) == []  # window 0 needs samples 0..4559
+    (w0,) = hops.push(audio[4559:4560])
+    assert len(w0) == 6480 and not w0[:1920].any() and w0[1920] == 1 and w0[-1] == 4560
+    assert hops.push(audio[4560:7759]) == []
+    w1, w2 = hops.push(audio[7759:10_960])  # windows 1 and 2 end at samples 7760 and 10960
+    assert (w1[0], w1[-1]) == (1281, 7760) and (w2[0], w2[-1]) == (4481, 10_960)
+    assert [window_end(k) for k in range(3)] == [4560, 7760, 10_960]
+    assert hops.fed == 10_960 and hops.windows == 3
+    assert [w[0] for w in hops.push(audio[10_960:])] == [7681, 10_881]  # ends 14160, 17360
+
+
+def test_frames_leave_one_clip_behind_the_audio_by_hand():
+    # online config: overlap 70 of 80 -> valid_clip_len 10, features in windows of 5
+    assert [frames_out(f, 10) for f in (5, 10, 15, 20, 25, 30, 40)] == [0, 0, 0, 10, 10, 20, 30]
+    assert frames_out(10, 5) == 5 and frames_out(20, 8) == 8 and frames_out(10, 8) == 0
+    # frames 0..9 need features 0..19: four windows, the last reaching sample 3*3200 + 4560
+    assert samples_for_frames(10, 10) == 14_160
+    assert samples_for_frames(11, 10) == 6 * 3200 + 1360
+    assert samples_for_frames(5, 5) == 7760 and samples_for_frames(8, 8) == 14_160
+    assert samples_for_frames(0, 10) == 0
+
+
+@pytest.mark.parametrize("valid", [5, 8, 10])
+def test_samples_for_frames_is_the_least_audio_that_emits_the_frames(valid):
+    for n in range(1, 61):
+        need = samples_for_frames(n, valid)
+        hops = HopWindows()
+        windows = len(hops.push(np.zeros(need, np.float32)))
+        assert frames_out(5 * windows, valid) >= n
+        assert frames_out(5 * (windows - 1), valid) < n
+
+
+# --- the frame sink -------------------------------------------------------------------------------
+
+def test_frame_sink_has_the_writer_interface_and_hands_frames_over_in_order(tmp_path):
+    class Module:  # what `install` patches: the imported stream_pipeline_online
+        __name__ = "stream_pipeline_online"
+        VideoWriterByImageIO = object
+
+    router = install(Module)
+    assert Module.VideoWriterByImageIO is router and install(Module) is router
+
+    async def main():
+        sink = FrameSink(asyncio.get_running_loop())
+        path = router.path("abc", sink)
+        os.chdir(tmp_path)
+        writer = Module.VideoWriterByImageIO(path + ".tmp.mp4", fps=25, crf=18)  # as setup() builds it
+        assert writer is sink
+        rgb = np.zeros((4, 6, 3), np.uint8)
+        rgb[..., 0] = 200
+        writer(rgb, fmt="rgb")
+        writer(rgb[..., ::-1], fmt="bgr")  # the writer's default format: converted back to RGB
+        writer.close()
+        writer.close()
+        got = [await sink.frames.get() for _ in range(3)]
+        assert [g[0] for g in got[:2]] == [0, 1] and got[2] is None
+        assert all((g[1] == rgb).all() for g in got[:2])
+        with pytest.raises(KeyError):
+            router("/tmp/out.mp4.tmp.mp4")  # nothing but a registered sink
+        with pytest.raises(KeyError):
+            router(path + ".tmp.mp4")  # each sink is handed out once
+
+    asyncio.run(main())
+    assert list(tmp_path.iterdir()) == []  # no file written
+
+
+# --- the backend around the stand-in SDK -----------------------------------------------------------
+
+def speech_with_a_gap(frames: int = 40) -> np.ndarray:
+    """A tone in frames 5..14 and 25..frames-1, silence elsewhere."""
+    audio = np.zeros(frames * HOP, np.float32)
+    tone = 0.5 * np.sin(np.arange(frames * HOP) * 0.3).astype(np.float32)
+    for a, b in ((5, 15), (25, frames)):
+        audio[a * HOP : b * HOP] = tone[a * HOP : b * HOP]
+    return audio
+
+
+def loud(frames: np.ndarray) -> list[bool]:
+    sp = importlib.import_module("stream_pipeline_online")
+    return [sp.read_frame(f)[1] > 0.5 for f in frames]
+
+
+def numbers(frames: np.ndarray) -> list[int]:
+    sp = importlib.import_module("stream_pipeline_online")
+    return [sp.read_frame(f)[0] for f in frames]
+
+
+async def collect(gen) -> tuple[np.ndarray, object]:
+    batches, state = [], None
+    async for frames, state in gen:
+        batches.append(frames)
+    return np.concatenate(batches), state
+
+
+def red(size=(64, 96)) -> np.ndarray:
+    img = np.zeros((*size, 3), np.uint8)
+    img[:] = (220, 40, 40)
+    return img
+
+
+def test_stand_in_sdk_frames_match_their_audio_and_the_stream_runs_on_across_calls():
+    backend = Ditto(stand_in_config(pool_size=2))
+    sp = importlib.import_module("stream_pipeline_online")
+
+    async def main():
+        avatar = await backend.prepare_avatar(red())
+        audio = speech_with_a_gap(40)
+        frames, state = await collect(backend.render(avatar, audio, backend.new_state()))
+        assert frames.shape == (40, 64, 96, 3)
+        rms = np.sqrt((audio.reshape(40, HOP) ** 2).mean(1))
+        assert loud(frames) == list(rms > 0.1)  # each frame made from its own 40 ms of audio
+        assert numbers(frames) == list(range(40)) and state.frame == 40
+        # the same stream runs on: listening frames follow without a gap, speech after a skip
+        idle, state2 = await collect(backend.idle(avatar, 10, state))
+        assert numbers(idle) == list(range(40, 50)) and not any(loud(idle))
+        more, state3 = await collect(backend.render(avatar, audio[: 7 * HOP], state2))
+        assert len(more) == 7 and numbers(more) == list(range(numbers(more)[0], numbers(more)[0] + 7))
+        assert numbers(more)[0] > 50  # the silence that pushed the listening frames out is skipped
+        assert state.stream == state2.stream == state3.stream and state3.frame == 57
+        assert sum(s.sdk.setups for s in backend.pool.slots) == 2  # registration + the one stream
+        # an older state is not continued: a new stream starts at frame 0
+        again, state4 = await collect(backend.render(avatar, audio[: 5 * HOP], state))
+        assert state4.stream != state.stream and numbers(again) == list(range(5))
+        await backend.aclose()
+
+    calls = sp.AvatarRegistrar.calls
+    asyncio.run(main())
+    assert sp.AvatarRegistrar.calls == calls + 1  # the face was registered once for three streams
+    assert sdk_threads() == []
+
+
+def test_stand_in_sdk_registration_runs_once_per_avatar_across_slots():
+    backend = Ditto(stand_in_config(pool_size=2))
+    sp = importlib.import_module("stream_pipeline_online")
+
+    async def main():
+        a = await backend.prepare_avatar(red())
+        blue = red()
+        blue[:] = (30, 40, 220)
+        b = await backend.prepare_avatar(blue)
+        states = {}
+        for avatar in (a, b, a, b, a):  # new streams each time (no state): slots are reused
+            frames, states[avatar.key] = await collect(backend.render(avatar, np.zeros(3 * HOP, np.float32), None))
+            colour = sp.read_frame(frames[0])[2]
+            assert np.abs(colour - (220, 40, 40) if avatar is a else colour - (30, 40, 220)).max() < 2
+        await backend.aclose()
+
+    before = sp.AvatarRegistrar.calls
+    asyncio.run(main())
+    assert sp.AvatarRegistrar.calls == before + 2
+
+
+def test_stand_in_sdk_refuses_an_image_without_a_face():
+    from avatar_core.types import AvatarError
+
+    backend = Ditto(stand_in_config(pool_size=1))
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    with pytest.raises(AvatarError, match="could not register a face"):
+        asyncio.run(backend.prepare_avatar(noise))
+    assert backend.pool.slots[0].stream is None and not backend.pool.slots[0].reserved
+    assert sdk_threads() == []
+
+
+def test_stand_in_sdk_pool_makes_a_new_stream_wait_while_every_slot_renders():
+    """One slot: the second conversation's frames start only after the first's call ended (its
+    idle stream is then closed to free the slot)."""
+    backend = Ditto(stand_in_config(pool_size=1, frame_s=0.01))
+    events = []
+
+    async def talk(name, avatar):
+        async for frames, _ in backend.render(avatar, np.zeros(20 * HOP, np.float32), None):
+            events.append((name, len(frames)))
+        events.append((name, "end"))
+
+    async def main():
+        avatar = await backend.prepare_avatar(red())
+        first = asyncio.create_task(talk("a", avatar))
+        while not events:
+            await asyncio.sleep(0.005)
+        await asyncio.gather(first, talk("b", avatar))
+        await backend.aclose()
+
+    asyncio.run(main())
+    names = [e[0] for e in events]
+    assert names.index("b") > names.index("a") and ("a", "end") in events
+    assert events.index(("a", "end")) < names.index("b"), events
+    assert sum(n for who, n in events if who == "b" and n != "end") == 20
+    assert sdk_threads() == []
+
+
+def test_stand_in_sdk_barge_in_closes_the_stream_mid_sentence_without_leaking_a_thread():
+    backend = Ditto(stand_in_config(pool_size=2, frame_s=0.02))
+
+    async def main():
+        avatar = await backend.prepare_avatar(red())
+        got = asyncio.Event()
+
+        async def speak():
+            async for _ in backend.render(avatar, speech_with_a_gap(200), None):
+                got.set()
+
+        task = asyncio.create_task(speak())
+        await got.wait()
+        assert len(sdk_threads()) == 6  # the stream's six workers run
+        task.cancel()  # barge-in: the request is cancelled mid-sentence
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert sdk_threads() == []  # joined before the cancelled call returned
+        assert backend.pool.streams == {} and all(s.stream is None for s in backend.pool.slots)
+        frames, _ = await collect(backend.render(avatar, np.zeros(5 * HOP, np.float32), None))
+        assert len(frames) == 5  # the slot works again
+        await backend.aclose()
+
+    asyncio.run(main())
+    assert sdk_threads() == []
+
+
+def test_stand_in_sdk_worker_error_fails_the_call_and_the_next_stream_works():
+    backend = Ditto(stand_in_config(pool_size=1, fail_at_frame=12))
+
+    async def main():
+        avatar = await backend.prepare_avatar(red())
+        with pytest.raises(RuntimeError, match="stand-in warp failure at frame 12"):
+            await collect(backend.render(avatar, speech_with_a_gap(30), None))
+        assert sdk_threads() == [] and backend.pool.streams == {}
+        frames, _ = await collect(backend.render(avatar, np.zeros(5 * HOP, np.float32), None))
+        assert len(frames) == 5  # frames 0..4 come before the failing frame 12
+        await backend.aclose()
+
+    asyncio.run(main())
+
+
+def test_missing_repo_or_checkpoints_fail_with_a_clear_message(tmp_path):
+    cfg = Ditto.Config(repo_dir=tmp_path / "nowhere", checkpoint_dir=tmp_path, cfg_pkl=tmp_path / "x.pkl")
+    with pytest.raises(RuntimeError, match=r"README: Running on GPUs → Ditto\); missing: repo_dir .*nowhere; cfg_pkl"):
+        Ditto(cfg)
+
+
+def test_config_names_the_backend_and_sets_the_replicas_concurrency():
+    from avatar_core import registry
+    from serve_app.builder import stage_app
+    from deployments.animator import Animator
+
+    cfg = registry.parse("animator", {"backend": "ditto", "pool_size": 3, "repo_dir": "/x"})
+    assert isinstance(cfg, Ditto.Config) and cfg.cfg_pkl.name == "v0.4_hubert_cfg_trt_online.pkl"
+    app = stage_app(Animator, "animator", cfg, "")
+    assert app._bound_deployment._deployment_config.max_ongoing_requests == 3
+    with pytest.raises(ValueError, match="pool_size"):
+        registry.parse("animator", {"backend": "ditto", "pool_size": 0})
+
+
+def test_stand_in_sdk_threads_stop_when_the_replica_closes_the_backend_with_a_stream_open():
+    backend = Ditto(stand_in_config(pool_size=2))
+
+    async def main():
+        avatar = await backend.prepare_avatar(red())
+        await collect(backend.render(avatar, np.zeros(5 * HOP, np.float32), None))
+        assert len(sdk_threads()) == 6  # the stream stays open for the conversation's next call
+        await asyncio.to_thread(backend.close)  # what the Animator's __del__ calls when Serve stops it
+
+    asyncio.run(main())
+    assert sdk_threads() == []
