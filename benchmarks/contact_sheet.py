@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from backends.procedural import AnimState, ProceduralAnimator  # noqa: E402
 from avatar_core.media import decode_audio  # noqa: E402
 
-AUDIO = ROOT.parent / "shared" / "media" / "jfk.flac"
+AUDIO = ROOT / "assets" / "media" / "jfk.flac"
 SHEETS = [
     (ROOT / "assets" / "avatars" / "astronaut.png", ROOT / "docs" / "contact-sheet.png"),
     (ROOT / "assets" / "avatars" / "grace_hopper.jpg", ROOT / "docs" / "contact-sheet-2.png"),

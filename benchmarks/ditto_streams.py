@@ -34,7 +34,7 @@ from avatar_core.media import decode_audio  # noqa: E402
 from backends.ditto import Ditto  # noqa: E402
 from backends.ditto.streams import Stream  # noqa: E402
 
-AUDIO = ROOT.parent / "shared" / "media" / "jfk.flac"
+AUDIO = ROOT / "assets" / "media" / "jfk.flac"
 AVATAR = ROOT / "assets" / "avatars" / "astronaut.png"
 
 

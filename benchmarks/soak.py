@@ -35,7 +35,7 @@ from deployments.counters import read_board  # noqa: E402
 from serve_app.builder import build_app  # noqa: E402
 from avatar_core.config import AppConfig  # noqa: E402
 
-JFK = ROOT.parent / "shared" / "media" / "jfk.flac"
+JFK = ROOT / "assets" / "media" / "jfk.flac"
 STAGES = ("ASR", "LLM", "TTS", "Animator")
 CHECKPOINT = 50  # turns between replica memory samples
 rss_samples: dict[str, dict[str, float]] = {}  # label -> replica -> MB, in order

