@@ -193,10 +193,26 @@ def face_crop(frame: np.ndarray) -> tuple[slice, slice]:
     return slice(y0, min(frame.shape[0], y0 + int(2.2 * half))), slice(x0, min(frame.shape[1], x0 + int(2 * half)))
 
 
-def strip(ax_row, clip: Clip, count: int, crop: tuple[slice, slice] | None = None, label: str = "") -> None:
-    """`count` frames evenly over the clip on a row of axes, each titled with its time and its
-    loudness relative to the clip's loudest frame."""
-    picks = np.linspace(0, len(clip.frames) - 1, count).round().astype(int)
+def mouth_opening(clip: Clip) -> np.ndarray:
+    """Per frame, the dark (open mouth) pixels in the box of the mouth and the room an opening jaw
+    takes, placed from the first frame's landmarks: the measure tests/test_procedural_animator.py
+    holds against the audio envelope."""
+    import cv2
+
+    from backends.procedural.landmarks import detect_landmarks
+
+    lm = detect_landmarks(clip.frames[0])
+    width = lm[54, 0] - lm[48, 0]
+    rows = slice(int(lm[50:53, 1].min()), int(lm[57, 1] + 0.4 * width))
+    cols = slice(int(lm[48, 0]), int(lm[54, 0]) + 1)
+    return np.array([(cv2.cvtColor(np.ascontiguousarray(f[rows, cols]), cv2.COLOR_RGB2GRAY) < 70).sum() for f in clip.frames], float)
+
+
+def strip(ax_row, clip: Clip, picks, crop: tuple[slice, slice] | None = None, label: str = "") -> None:
+    """Frames on a row of axes (`picks`: how many, evenly over the clip, or which), each titled
+    with its time and its loudness relative to the clip's loudest frame."""
+    if isinstance(picks, int):
+        picks = np.linspace(0, len(clip.frames) - 1, picks).round().astype(int)
     level = loudness(clip)
     for k, (ax, i) in enumerate(zip(ax_row, picks)):
         frame = clip.frames[i] if crop is None else clip.frames[i][crop]
