@@ -205,7 +205,8 @@ def mouth_opening(clip: Clip) -> np.ndarray:
     width = lm[54, 0] - lm[48, 0]
     rows = slice(int(lm[50:53, 1].min()), int(lm[57, 1] + 0.4 * width))
     cols = slice(int(lm[48, 0]), int(lm[54, 0]) + 1)
-    return np.array([(cv2.cvtColor(np.ascontiguousarray(f[rows, cols]), cv2.COLOR_RGB2GRAY) < 70).sum() for f in clip.frames], float)
+    grey = [cv2.cvtColor(np.ascontiguousarray(f[rows, cols]), cv2.COLOR_RGB2GRAY) for f in clip.frames]
+    return np.array([(g < 70).sum() for g in grey], float)
 
 
 def strip(ax_row, clip: Clip, picks, crop: tuple[slice, slice] | None = None, label: str = "") -> None:
