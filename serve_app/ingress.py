@@ -10,8 +10,10 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -122,6 +124,43 @@ class Ingress:
         ours = [t for t in asyncio.all_tasks() if "/serve_app/" in getattr(code(t), "co_filename", "")]
         return {**self.gate.admission.snapshot(), "turn_tasks": len(ours),
                 "sessions_remembered": len(self.sessions), "segment_bytes": self.segments.weight}
+
+    async def run_turn(
+        self,
+        audio: bytes | np.ndarray,
+        session_id: str | None = None,
+        avatar_id: str = "default",
+        voice_id: str = "default",
+        language: str | None = None,
+    ) -> AsyncIterator[dict]:
+        """Handle-only (no route), for notebooks and scripts: one turn's events, as `POST
+        /api/v1/turn` streams them but with each segment's bytes in `data`, every event stamped with
+        `at` (seconds since the turn started, on this replica's clock), and `done` also carrying
+        `spans`: when each stage worked on each sentence and fragment. `audio` is an audio file's
+        bytes or 16 kHz mono float32 PCM. Validated like the route; not subject to admission."""
+        language = language or self.languages[0]
+        problem = self.check_choice(avatar_id, voice_id, language)
+        if problem is None and (session_id is not None and not _ID.match(str(session_id))):
+            problem = ("bad_session_id", "session_id must be 1-64 letters, digits, _ or -")
+        if problem is None and not isinstance(audio, np.ndarray):
+            try:
+                audio = await asyncio.to_thread(decode_audio, bytes(audio), self.cfg.limits.max_audio_s)
+            except MediaError as exc:
+                problem = (exc.code, exc.message)
+        if problem is not None:
+            yield {"type": "error", "code": problem[0], "message": problem[1], "at": 0.0}
+            return
+        session_id = session_id or new_id()
+        conv = self.sessions.get(session_id) or Conversation(id=session_id)
+        conv.avatar_id, conv.voice_id, conv.language = avatar_id, voice_id, language
+        self.sessions.put(session_id, conv)
+        pcm = np.asarray(audio, np.float32).reshape(-1)
+        turn = Turn(self.stages, self.cfg, conv, pcm, new_id(), self.turn_counts)
+        async for event in turn.run():
+            event["at"] = round(turn.timings.elapsed(), 4)
+            if event["type"] == "done":
+                event["spans"] = turn.timings.spans
+            yield event
 
     # ---- status and page -------------------------------------------------------------------
 

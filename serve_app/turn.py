@@ -58,12 +58,19 @@ class StageError(Exception):
 
 class Timings:
     """Per-stage seconds for one turn, logged (with `extra` fields for Serve's JSON log encoding) and
-    recorded in the stage histogram the moment each is known."""
+    recorded in the stage histogram the moment each is known. `spans` keeps when each piece of work
+    ran (seconds from the turn's start), so a timeline can show how the stages overlap."""
 
     def __init__(self, turn_id: str):
         self.turn_id = turn_id
         self.start = time.perf_counter()
         self.values: dict[str, float] = {}
+        self.spans: list[dict] = []
+
+    def span(self, stage: str, started: float, **labels) -> None:
+        """Work of `stage` from `started` (a perf_counter reading) until now."""
+        start, end = round(started - self.start, 4), round(self.elapsed(), 4)
+        self.spans.append({"stage": stage, "start": start, "end": end, **labels})
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -232,6 +239,7 @@ class Turn:
         request = self.stages.asr.transcribe.remote(self.pcm, self.conv.language)
         text = await call_stage("asr", request, self.timeout_s)
         self.timings.set("asr", time.perf_counter() - started)
+        self.timings.span("asr", started)
         return text
 
     async def pipeline(self, text: str) -> None:
@@ -254,6 +262,13 @@ class Turn:
     async def think(self, text: str) -> None:
         """Stream the reply; every sentence goes to TTS the moment it ends."""
         splitter, started = SentenceSplitter(), time.perf_counter()
+        written = [started]  # when the LLM began writing each sentence
+
+        async def sentence_done(sentence: str) -> None:
+            self.timings.span("llm", written[-1], sentence=len(written) - 1)
+            written.append(time.perf_counter())
+            await self.sentences.put(sentence)
+
         messages = self.conv.messages(self.cfg.llm, text)
         async for delta in stream_stage("llm", self.stages.chat(messages), self.timeout_s):
             if not self.reply:
@@ -261,9 +276,9 @@ class Turn:
             self.reply.append(delta)
             await self.events.put({"type": "reply", "text": delta})
             for sentence in splitter.push(delta):
-                await self.sentences.put(sentence)
+                await sentence_done(sentence)
         for sentence in splitter.flush():
-            await self.sentences.put(sentence)
+            await sentence_done(sentence)
         await self.sentences.put(_END)
         self.timings.set("llm", time.perf_counter() - started)
 
@@ -294,6 +309,7 @@ class Turn:
                 if chunk is None and not ends:
                     await self.audio.put((index, sentence, None, True))
             self.timings.add("tts", time.perf_counter() - started - waited)
+            self.timings.span("tts", started, sentence=index)
             index += 1
         await self.audio.put(_END)
 
@@ -331,8 +347,10 @@ class Turn:
             request = self.stages.face(conv.id).options(stream=True).animate.remote(
                 piece, conv.anim_state, conv.avatar_id, first_s, cfg.fragment_s
             )
-            k = 0
+            k, since = 0, started
             async for fragment in stream_stage("animator", request, self.timeout_s):
+                self.timings.span("animator", since, sentence=index, fragment=self.fragments)
+                since = time.perf_counter()
                 conv.anim_state = fragment.state
                 if self.fragments == 0:
                     self.timings.set("first_segment", self.timings.elapsed())
