@@ -168,7 +168,11 @@ def second_app(session_url: str, name: str, cfg, own: dict | None = None) -> str
     ingress = Ingress.options(ray_actor_options={"num_cpus": 0, "num_gpus": 0}).bind(*stages, cfg)
     serve.run(ingress, name=name, route_prefix=f"/{name}", blocking=False)
     base = f"{session_url}/{name}"
-    wait_healthy(base)
+    try:
+        wait_healthy(base)
+    except BaseException:
+        serve.delete(name)
+        raise
     return base
 
 

@@ -189,7 +189,7 @@ def test_the_page_works_with_an_access_token(browser, secure_app):
         page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'idle'", timeout=30_000)
         assert SECURE_TOKEN not in page.url and page.url.rstrip("/").endswith("/secure")
         expect(page.locator("#avatar-select option")).not_to_have_count(0)  # GET /api/v1/avatars with the token
-        assert page.evaluate("document.querySelector('video').poster").startswith("blob:")  # fetched with the token
+        page.wait_for_function("document.querySelector('video').poster.startsWith('blob:')", timeout=30_000)  # fetched with the token
         session = page.evaluate("document.body.dataset.session")
         headers = {"Authorization": f"Bearer {SECURE_TOKEN}"}
         assert httpx.get(f"{secure_app}/api/v1/sessions/{session}", headers=headers, timeout=30).status_code == 200
