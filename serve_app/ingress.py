@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from serve_app.library import (
     encode_wav,
 )
 from serve_app.conversation import Conversation
-from serve_app.turn import Stages, Turn
+from serve_app.turn import Stages, Turn, error_event
 from serve_app.ws_session import WsSession, new_id
 
 log = logging.getLogger("ray.serve")
@@ -172,12 +173,12 @@ class Ingress:
         now = asyncio.get_running_loop().time()
         if self._status is None or now - self._status[0] > 1.0:
             status = await asyncio.to_thread(serve.status)
-            app_status = status.applications.get(serve.get_replica_context().app_name)
-            deployments = app_status.deployments if app_status else {}
-            names = {"asr": "ASR", "llm": "LLM", "tts": "TTS", "animator": "Animator"}
             stages = {}
-            for stage, name in names.items():
-                found = deployments.get(name)
+            for stage in ("asr", "llm", "tts", "animator"):
+                # the deployment this ingress's handle calls (usually in its own application)
+                handle = getattr(self.stages, stage)
+                app_status = status.applications.get(handle.app_name)
+                found = app_status.deployments.get(handle.deployment_name) if app_status else None
                 running = found.replica_states.get("RUNNING", 0) if found else 0
                 stages[stage] = "ready" if running else "starting"
             self._status = (now, stages)
@@ -304,12 +305,21 @@ class Ingress:
 
         async def ndjson():
             turn = Turn(self.stages, self.cfg, conv, pcm, turn_id, self.turn_counts)
-            async for event in turn.run():
-                if event["type"] == "segment":
-                    key = f"{turn_id}-{event['index']}"
-                    self.segments.put(key, (event.pop("data"), event["mime"]))
-                    event["url"] = f"/api/v1/segments/{key}"
-                yield json.dumps(event) + "\n"
+            try:
+                async with aclosing(turn.run()) as events:  # closed at once: the turn's cleanup runs now
+                    try:
+                        async for event in events:
+                            if event["type"] == "segment":
+                                key = f"{turn_id}-{event['index']}"
+                                self.segments.put(key, (event.pop("data"), event["mime"]))
+                                event["url"] = f"/api/v1/segments/{key}"
+                            yield json.dumps(event) + "\n"
+                    except Exception:
+                        turn.outcome = "failed"  # counted as such when the turn closes
+                        raise
+            except Exception as exc:  # a bug: the stream ends with an error event, not mid-line
+                log.error("turn=%s failed in the HTTP stream", turn_id, exc_info=exc)
+                yield json.dumps(error_event("internal_error", "the turn failed on the server")) + "\n"
 
         return StreamingResponse(
             ndjson(), media_type="application/x-ndjson", headers={"X-Session-Id": session_id}

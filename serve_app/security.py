@@ -56,6 +56,15 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def route_path(scope: Scope) -> str:
+    """The path inside the application: Serve mounts an application at its route prefix, which the
+    path includes and `root_path` names."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root):]
+    return path or "/"
+
+
 def token_ok(scope: Scope, token: str | None) -> bool:
     if not token:
         return True
@@ -120,7 +129,7 @@ class Guard:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate: Gate = _GATE  # type: ignore[assignment]
-        path, ws = scope.get("path", ""), scope["type"] == "websocket"
+        path, ws = route_path(scope), scope["type"] == "websocket"
         is_open = path in OPEN_PATHS or path.startswith("/ui/")
         if not is_open and not token_ok(scope, gate.security.auth_token):
             metrics.count_rejection("unauthorized")

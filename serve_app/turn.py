@@ -192,7 +192,7 @@ class Turn:
         self.sentences: asyncio.Queue = asyncio.Queue()
         self.audio: asyncio.Queue = asyncio.Queue(maxsize=4)  # TTS runs about a sentence ahead
         self.reply: list[str] = []
-        self.spoken: dict[int, str] = {}  # sentences of which at least one fragment was sent
+        self.spoken: dict[int, str] = {}  # sentences of which a fragment reached the transport
         self.fragments = 0
         self.failed = False
         self.outcome = "cancelled"  # unless the event stream reaches its end
@@ -217,6 +217,8 @@ class Turn:
             pipeline = asyncio.create_task(self.pipeline(text))
             try:
                 while (event := await self.events.get()) is not _END:
+                    if event["type"] == "segment":  # handed to the client: the history keeps it
+                        self.spoken.setdefault(event["sentence"], event["text"])
                     yield event
                 self.outcome = "failed" if self.failed else "completed"
                 if not self.failed:
@@ -354,7 +356,6 @@ class Turn:
                 conv.anim_state = fragment.state
                 if self.fragments == 0:
                     self.timings.set("first_segment", self.timings.elapsed())
-                self.spoken.setdefault(index, sentence)
                 await self.events.put({
                     "type": "segment",
                     "index": self.fragments,

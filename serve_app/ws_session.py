@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import secrets
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -209,14 +210,20 @@ class WsSession:
         self.sent = []
         turn = Turn(self.ingress.stages, self.cfg, self.conv, pcm, turn_id, self.ingress.turn_counts)
         try:
-            async for event in turn.run():
-                data = event.pop("data", None)
-                if data is not None:
-                    event["bytes"] = len(data)
-                    self.turn_spoke = True
-                    if event["sentence"] == len(self.sent):  # a sentence's first fragment
-                        self.sent.append(event["text"])
-                await self.send(event, data)
+            async with aclosing(turn.run()) as events:  # closed at once: the turn's cleanup runs now
+                try:
+                    async for event in events:
+                        data = event.pop("data", None)
+                        if data is not None:
+                            event["bytes"] = len(data)
+                            self.turn_spoke = True
+                            if event["sentence"] == len(self.sent):  # a sentence's first fragment
+                                self.sent.append(event["text"])
+                        await self.send(event, data)
+                except Exception as exc:
+                    if not self.gone(exc):
+                        turn.outcome = "failed"  # counted as such when the turn closes
+                    raise
         except Exception as exc:
             if self.gone(exc):
                 return  # the client left mid-turn; the turn's cleanup has cancelled the stages

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 turns token auth on by default
 
@@ -67,14 +68,55 @@ def app_config():
     )
 
 
-FIRST = ("test_serve_run.py", "test_cluster_rehearsal.py", "test_cluster_autoscaling.py")
+FIRST = ("test_cluster_rehearsal.py", "test_cluster_autoscaling.py")
 
 
 def pytest_collection_modifyitems(items):
-    """The `serve run` smoke test and the cluster rehearsals go first: each starts (and stops) its
-    own Ray before this process starts the session cluster (a stable sort keeps every other test in
-    its order)."""
+    """The cluster rehearsals go first: each starts (and stops) its own multi-node Ray in this
+    process, which must happen before the session cluster starts (a stable sort keeps every other
+    test in its order, reversed or not)."""
     items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
+
+
+# What the tests change in serve_config.yaml's `deployments` section: autoscaling that acts within
+# seconds (the YAML waits 5 s to add a replica and 60 s to remove one), so that a burst of turns
+# makes Serve scale a stage out and later tests find it scaled back in. Serve still averages the
+# load over 30 s, so the short overlaps of ordinary tests add no replica.
+TEST_AUTOSCALING = {"upscale_delay_s": 1, "downscale_delay_s": 8}
+
+
+def production_options() -> dict[str, dict]:
+    """serve_config.yaml's options per deployment (CPUs, autoscaling, max_ongoing_requests), with
+    the test overrides above."""
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    options = {}
+    for d in config["applications"][0]["deployments"]:
+        opts = {k: v for k, v in d.items() if k != "name"}
+        if d["name"] != "Ingress":
+            opts["autoscaling_config"] = {**opts["autoscaling_config"], **TEST_AUTOSCALING}
+        options[d["name"]] = opts
+    return options
+
+
+def with_options(app, **options):
+    """A bound application with Serve deployment options applied to its top deployment, as the
+    YAML's `deployments` section does (Ray has no public call for this on a bound graph)."""
+    from ray.serve import Application
+
+    return Application(app._bound_deployment.options(**options))
+
+
+def production_graph(app):
+    """build_app's graph (the ingress bound with its four stages), each deployment with the
+    options serve_config.yaml gives it."""
+    from ray.serve import Application
+
+    options = production_options()
+    ingress = app._bound_deployment
+    stages = [with_options(a, **options[a._bound_deployment.name]) if isinstance(a, Application) else a
+              for a in ingress.init_args]
+    assert {a._bound_deployment.name for a in stages if isinstance(a, Application)} == set(options) - {"Ingress"}
+    return Application(ingress.options(_init_args=tuple(stages), **options["Ingress"]))
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +136,7 @@ def running_graph(cfg, name: str, storage: Path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(cfg), name=name, route_prefix="/")
+    serve.run(production_graph(build_app(cfg)), name=name, route_prefix="/")
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base_url)
@@ -148,3 +190,51 @@ def ditto_app(serve_app):
         yield base
     finally:
         serve.delete("ditto")
+
+
+def second_app(session_url: str, name: str, cfg, own: dict | None = None) -> str:
+    """Deploy an ingress with `cfg` as application `name` at route prefix /`name` on the session's
+    cluster, and return its base URL once healthy. It calls the session app's stages, except those
+    in `own` (stage -> bound deployment) which it deploys itself. Its deployments ask for no CPU, so
+    it fits beside a session app scaled out to the whole cluster. Delete it with serve.delete(name)."""
+    from ray import serve
+
+    from serve_app.ingress import Ingress
+
+    stages = []
+    for stage, deployment in (("asr", "ASR"), ("llm", "LLM"), ("tts", "TTS"), ("animator", "Animator")):
+        if own and stage in own:
+            stages.append(with_options(own[stage], ray_actor_options={"num_cpus": 0, "num_gpus": 0}))
+        else:
+            stages.append(serve.get_deployment_handle(deployment, app_name="avatar"))
+    ingress = Ingress.options(ray_actor_options={"num_cpus": 0, "num_gpus": 0}).bind(*stages, cfg)
+    serve.run(ingress, name=name, route_prefix=f"/{name}", blocking=False)
+    base = f"{session_url}/{name}"
+    try:
+        wait_healthy(base)
+    except BaseException:
+        serve.delete(name)
+        raise
+    return base
+
+
+SECURE_TOKEN = "test-token-0123456789"
+OTHER_ORIGIN = "https://app.example"
+
+
+@pytest.fixture(scope="session")
+def secure_app(serve_app):
+    """The real ingress with every security setting on: a bearer token, a WebSocket Origin
+    allow-list (this page's own origin and one other) and CORS for that other origin."""
+    from ray import serve
+
+    from avatar_core.config import SecurityConfig
+
+    cfg = app_config().model_copy(update={"security": SecurityConfig(
+        auth_token=SECURE_TOKEN, ws_allowed_origins=[serve_app, OTHER_ORIGIN], cors_allow_origins=[OTHER_ORIGIN],
+    )})
+    base = second_app(serve_app, "secure", cfg)
+    try:
+        yield base
+    finally:
+        serve.delete("secure")

@@ -15,7 +15,7 @@ import soundfile as sf
 from playwright.sync_api import expect
 
 from avatar_core.media import decode_audio
-from tests.conftest import JFK, JFK_WORDS, ROOT
+from tests.conftest import JFK, JFK_WORDS, ROOT, SECURE_TOKEN
 
 CHROMIUM = "/usr/bin/chromium"
 # The next pass starts SILENCE_S after JFK stops; the reply starts speaking 3.5-5 s after (1.8 s of
@@ -170,3 +170,39 @@ def test_narrow_screen_stacks_the_columns(page):
     video = page.get_by_test_id("avatar-video").bounding_box()
     chat = page.get_by_test_id("transcript").bounding_box()
     assert chat["y"] > video["y"] + video["height"]  # below, not beside
+
+
+def test_the_page_works_with_an_access_token(browser, secure_app):
+    """The app with `security.auth_token` (tests/conftest.py `secure_app`, behind route prefix
+    /secure): opened once with ?access_token=, the page keeps the token out of the address bar and
+    its logs, lists the avatars, connects the WebSocket and holds a hands-free turn; without the
+    token it says what is missing instead of reconnecting silently."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    logs: list[str] = []
+    page.on("console", lambda msg: logs.append(msg.text))
+    page.on("pageerror", lambda exc: logs.append(str(exc)))
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url))
+    try:
+        page.goto(f"{secure_app}/?access_token={SECURE_TOKEN}")
+        page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'idle'", timeout=30_000)
+        assert SECURE_TOKEN not in page.url and page.url.rstrip("/").endswith("/secure")
+        expect(page.locator("#avatar-select option")).not_to_have_count(0)  # GET /api/v1/avatars with the token
+        page.wait_for_function("document.querySelector('video').poster.startsWith('blob:')", timeout=30_000)  # fetched with the token
+        session = page.evaluate("document.body.dataset.session")
+        headers = {"Authorization": f"Bearer {SECURE_TOKEN}"}
+        assert httpx.get(f"{secure_app}/api/v1/sessions/{session}", headers=headers, timeout=30).status_code == 200
+        page.get_by_test_id("mic-button").click()
+        assert JFK_WORDS in words(heard(page, 1))  # the mic's speech went over the WebSocket and back
+        # every request stayed under the prefix; the token travelled only in the WebSocket's URL
+        assert all("/secure/" in url for url in requests if url.startswith(secure_app.split("/secure")[0])), requests
+        assert [url for url in requests[1:] if SECURE_TOKEN in url] == []  # after the first load: in headers
+        assert not any(SECURE_TOKEN in line for line in logs), logs
+        # a fresh tab without the token: told so, and not connected
+        other = context.new_page()
+        other.goto(f"{secure_app}/")
+        expect(other.locator("#banner")).to_contain_text("access token", timeout=30_000)
+        assert other.get_by_test_id("status").text_content() in ("connecting", "offline")
+    finally:
+        context.close()

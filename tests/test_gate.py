@@ -1,92 +1,82 @@
-"""The gate (serve_app/security.py) and admission counting on a small FastAPI app, without Ray:
-bearer token, Origin allow-list, CORS and admission with non-default settings."""
+"""The gate (serve_app/security.py) on the real ingress: bearer token, WebSocket Origin allow-list and
+CORS, on a second application with every security setting on (tests/conftest.py `secure_app`, at
+route prefix /secure); and admission counting as a unit."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+
+import httpx
 import pytest
-from fastapi import FastAPI, WebSocket
-from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+import websockets
 
-from serve_app import security
+from avatar_core.config import AdmissionConfig
 from serve_app.admission import Admission, Overloaded
-from avatar_core.config import AdmissionConfig, AppConfig
-from serve_app.errors import install_handlers
+from tests.conftest import OTHER_ORIGIN, SECURE_TOKEN, JFK_WORDS
+from tests.test_stages import words
+
+BEARER = {"Authorization": f"Bearer {SECURE_TOKEN}"}
 
 
-def make_client(**cfg) -> TestClient:
-    app = FastAPI()
-    app.add_middleware(security.Guard)
-    install_handlers(app)
-
-    @app.get("/healthz")
-    async def healthz():
-        return {"status": "ok"}
-
-    @app.post("/api/v1/turn")
-    async def turn():
-        return {"ok": True}
-
-    @app.websocket("/ws")
-    async def ws(websocket: WebSocket):
-        await websocket.accept()
-        await websocket.send_json({"type": "session"})
-        await websocket.close()
-
-    security.configure(AppConfig.model_validate(cfg))
-    return TestClient(app)
+async def ws_hello(base: str, query: str = "", **kwargs) -> dict:
+    async with websockets.connect(base.replace("http", "ws") + "/ws" + query, **kwargs) as ws:
+        return json.loads(await asyncio.wait_for(ws.recv(), 30))
 
 
-def test_bearer_token_guards_http_and_websocket_but_not_healthz():
-    client = make_client(security={"auth_token": "s3cret"})
-    assert client.get("/healthz").status_code == 200
-    assert client.get("/ui/app.js").status_code == 404  # static files are open: not 401
-    assert client.get("/api/v1/sessions/x").status_code == 401
-    r = client.post("/api/v1/turn")
-    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
-    assert r.headers["www-authenticate"] == "Bearer"
-    assert client.post("/api/v1/turn", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.post("/api/v1/turn", headers={"Authorization": "Bearer s3cret"}).json() == {"ok": True}
-    with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/ws"):
-        pass
-    assert refused.value.code == 1008
-    with client.websocket_connect("/ws?access_token=s3cret") as ws:
-        assert ws.receive_json() == {"type": "session"}
-    with client.websocket_connect("/ws", headers={"Authorization": "Bearer s3cret"}) as ws:
-        assert ws.receive_json() == {"type": "session"}
+def refused_status(base: str, query: str = "", **kwargs) -> int:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        asyncio.run(ws_hello(base, query, **kwargs))
+    return refused.value.response.status_code
 
 
-def test_websocket_origin_allow_list():
-    client = make_client(security={"ws_allowed_origins": ["https://app.example"]})
-    with client.websocket_connect("/ws", headers={"Origin": "https://app.example"}) as ws:
-        assert ws.receive_json() == {"type": "session"}
-    with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws", headers={"Origin": "https://evil.example"}):
-        pass
-    default = make_client()  # same host only
-    with pytest.raises(WebSocketDisconnect), default.websocket_connect("/ws", headers={"Origin": "https://evil.example"}):
-        pass
-    with default.websocket_connect("/ws", headers={"Origin": "http://testserver"}) as ws:
-        assert ws.receive_json() == {"type": "session"}
+def test_bearer_token_guards_http_and_websocket_but_not_health_or_the_page(secure_app, jfk_bytes):
+    # open: health, the page and its static files (they hold no data)
+    assert httpx.get(f"{secure_app}/healthz", timeout=30).status_code == 200
+    assert httpx.get(f"{secure_app}/", timeout=30).status_code == 200
+    assert httpx.get(f"{secure_app}/ui/app.js", timeout=30).status_code == 200
+    # everything else wants the token
+    for method, path in (("GET", "/api/v1/stats"), ("GET", "/api/v1/avatars"), ("GET", "/api/v1/sessions/x"),
+                         ("POST", "/api/v1/turn"), ("POST", "/api/v1/avatars")):
+        r = httpx.request(method, f"{secure_app}{path}", timeout=30)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", (method, path, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
+    wrong = httpx.get(f"{secure_app}/api/v1/stats", headers={"Authorization": "Bearer wrong"}, timeout=30)
+    assert wrong.status_code == 401
+    assert httpx.get(f"{secure_app}/api/v1/stats", headers=BEARER, timeout=30).json()["turns"]["started"] >= 0
+    # a whole turn with the token
+    with httpx.stream("POST", f"{secure_app}/api/v1/turn", files={"audio": ("a.flac", jfk_bytes)},
+                      headers=BEARER, timeout=120) as r:
+        events = [json.loads(line) for line in r.iter_lines() if line]
+    assert events[-1]["type"] == "done" and JFK_WORDS in words(events[1]["text"])
+    # the WebSocket: refused at the handshake without it; by query parameter or header with it
+    assert refused_status(secure_app) == 403
+    assert refused_status(secure_app, "?access_token=wrong") == 403
+    assert asyncio.run(ws_hello(secure_app, f"?access_token={SECURE_TOKEN}"))["type"] == "session"
+    assert asyncio.run(ws_hello(secure_app, additional_headers=BEARER))["type"] == "session"
 
 
-def test_cors_is_off_by_default_and_configurable():
-    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
-    off = make_client()
-    assert "access-control-allow-origin" not in off.options("/api/v1/turn", headers=preflight).headers
-    on = make_client(security={"cors_allow_origins": ["https://app.example"], "auth_token": "t"})
-    r = on.options("/api/v1/turn", headers=preflight)  # preflight passes before the token check
-    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
-    r = on.post("/api/v1/turn", headers={"Origin": "https://app.example", "Authorization": "Bearer t"})
-    assert r.headers["access-control-allow-origin"] == "https://app.example"
+def test_websocket_origin_allow_list(serve_app, secure_app):
+    token = f"?access_token={SECURE_TOKEN}"
+    assert asyncio.run(ws_hello(secure_app, token, origin=OTHER_ORIGIN))["type"] == "session"
+    assert asyncio.run(ws_hello(secure_app, token, origin=serve_app))["type"] == "session"  # the page's own
+    assert refused_status(secure_app, token, origin="https://evil.example") == 403
+
+
+def test_cors_for_the_allowed_origin_only(serve_app, secure_app):
+    preflight = {"Origin": OTHER_ORIGIN, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization"}
+    r = httpx.options(f"{secure_app}/api/v1/turn", headers=preflight, timeout=30)  # before the token check
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == OTHER_ORIGIN
+    assert "authorization" in r.headers["access-control-allow-headers"].lower()
+    r = httpx.get(f"{secure_app}/api/v1/avatars", headers={"Origin": OTHER_ORIGIN, **BEARER}, timeout=30)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == OTHER_ORIGIN
     assert "x-session-id" in r.headers["access-control-expose-headers"].lower()
-
-
-def test_admission_over_http_gives_503_with_retry_after():
-    client = make_client(admission={"max_turns": 0, "retry_after_s": 7})
-    r = client.post("/api/v1/turn")
-    assert r.status_code == 503 and r.headers["retry-after"] == "7"
-    assert r.json()["error"]["code"] == "overloaded"
-    assert client.get("/healthz").status_code == 200
+    evil = {**preflight, "Origin": "https://evil.example"}
+    assert "access-control-allow-origin" not in httpx.options(f"{secure_app}/api/v1/turn", headers=evil, timeout=30).headers
+    # the session's own app has CORS off (the default)
+    r = httpx.options(f"{serve_app}/api/v1/turn", headers=preflight, timeout=30)
+    assert "access-control-allow-origin" not in r.headers
 
 
 def test_admission_counts_global_and_per_client_and_releases_once():

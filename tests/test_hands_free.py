@@ -10,10 +10,12 @@ import websockets
 from avatar_core.media import decode_audio
 from avatar_core.config import EndpointingConfig
 from serve_app.endpointing import Endpointer, SpeechStart, UtteranceEnd
-from tests.conftest import JFK, JFK_WORDS, stage_stats
+from tests.conftest import JFK, JFK_WORDS, ROOT, stage_stats
+from tests.segments import decode_segment, image_rgb, shows
 from tests.test_stages import words
 
 CHUNK = 640  # 40 ms of 16 kHz PCM, what the page's AudioWorklet sends
+ATTEMPTS = 3  # a short reply can be written before the user talks over it; then try again
 
 
 def jfk_pcm16(silence_s: float) -> np.ndarray:
@@ -40,6 +42,7 @@ class Client:
 
     def __init__(self, ws):
         self.ws, self.events, self.media = ws, [], 0
+        self.blobs: list[bytes] = []  # every media message, in order
 
     async def until(self, kind: str, deadline_s: float = 120, **match) -> dict:
         end = asyncio.get_running_loop().time() + deadline_s
@@ -47,11 +50,20 @@ class Client:
             msg = await asyncio.wait_for(self.ws.recv(), end - asyncio.get_running_loop().time())
             if isinstance(msg, bytes):
                 self.media += 1
+                self.blobs.append(msg)
                 continue
             event = json.loads(msg)
             self.events.append(event)
             if event["type"] == kind and all(event.get(k) == v for k, v in match.items()):
                 return event
+
+    async def media_of(self, event: dict) -> bytes:
+        """The binary message that follows a segment or idle event."""
+        msg = await asyncio.wait_for(self.ws.recv(), 60)
+        assert isinstance(msg, bytes) and len(msg) == event["bytes"], event
+        self.media += 1
+        self.blobs.append(msg)
+        return msg
 
     async def stream(self, pcm: np.ndarray) -> None:
         for k in range(0, len(pcm), CHUNK):
@@ -59,6 +71,8 @@ class Client:
 
 
 def test_hands_free_turn_and_barge_in(serve_app, handles):
+    """Speech over the avatar cancels its turn (the stages' own counters say so), the new question
+    is answered, and the history keeps of the first reply only the sentences the client got."""
     pcm = jfk_pcm16(2.5)
     voiced = pcm[np.argmax(np.abs(pcm) > 3000) :]  # talking over the avatar starts with speech
     names = ("LLM", "TTS", "Animator")
@@ -66,7 +80,7 @@ def test_hands_free_turn_and_barge_in(serve_app, handles):
     async def talk():
         async with websockets.connect(serve_app.replace("http", "ws") + "/ws", max_size=None) as ws:
             c = Client(ws)
-            await c.until("session")
+            session = await c.until("session")
             await ws.send(json.dumps({"type": "mic", "on": True}))
             await c.stream(pcm)
             first = await c.until("speech_start")
@@ -74,26 +88,76 @@ def test_hands_free_turn_and_barge_in(serve_app, handles):
             before = {n: stage_stats(n) for n in names}  # before the turn's work
             transcript = await c.until("transcript")
             await c.until("segment")  # the avatar speaks: now the user talks over it at once
+            during = {n: stage_stats(n) for n in names}
             await c.stream(voiced)
             barge = await c.until("speech_start")
             cancelled = await c.until("cancelled")
+            got = [e for e in c.events if e["type"] == "segment"]  # the first turn's, all before "cancelled"
             second = await c.until("transcript")
             await c.until("done")
             after = {n: stage_stats(n) for n in names}
-            return c.events, first, transcript, barge, cancelled, second, before, after
+            return session["session_id"], c.events, first, transcript, barge, cancelled, got, second, before, during, after
 
-    events, first, transcript, barge, cancelled, second, before, after = asyncio.run(talk())
+    for attempt in range(ATTEMPTS):  # the LLM must still be writing when the user talks over it
+        session, events, first, transcript, barge, cancelled, got, second, before, during, after = asyncio.run(talk())
+        if during["LLM"]["in_flight"] == 1:
+            break
     assert first["barge_in"] is False
     assert JFK_WORDS in words(transcript["text"]) and JFK_WORDS in words(second["text"])
-    assert barge["barge_in"] is True and cancelled["reason"] == "barge_in"
+    assert barge["barge_in"] is True and cancelled["reason"] == "barge_in" and cancelled["merged"] is False
     types = [e["type"] for e in events]
     # the first turn never finished: its only end is the cancellation, then the second turn's done
     assert types.count("done") == 1 and types.index("cancelled") < types.index("done")
-    # and the stages really stopped the rest of its work
-    assert sum(after[n]["cancelled"] - before[n]["cancelled"] for n in names) >= 1, (before, after)
-    assert all(after[n]["in_flight"] == 0 for n in names)
+    # the first turn's reply was cut: its LLM request was cancelled, only the second one completed
+    if during["LLM"]["in_flight"] == 1:
+        assert after["LLM"]["cancelled"] == before["LLM"]["cancelled"] + 1, (before, after)
+        assert after["LLM"]["completed"] == before["LLM"]["completed"] + 1, (before, after)
+    # every stage request ended, completed or cancelled; none failed, none is left running
+    for n in names:
+        delta = {k: after[n][k] - before[n][k] for k in ("started", "completed", "cancelled", "failed")}
+        assert delta["started"] == delta["completed"] + delta["cancelled"] and delta["failed"] == 0, (n, delta)
+        assert after[n]["in_flight"] == 0, (n, after[n])
     turns = httpx.get(f"{serve_app}/api/v1/stats", timeout=30).json()["turns"]
     assert turns["barge_in"] >= 1 and turns["cancelled"] >= turns["barge_in"]
+    # the history: the first reply as far as the client got it (whole sentences), then the second
+    messages = httpx.get(f"{serve_app}/api/v1/sessions/{session}", timeout=30).json()["messages"]
+    sentences = {e["sentence"]: e["text"] for e in got}
+    second_reply = "".join(e["text"] for e in events[types.index("cancelled"):] if e["type"] == "reply").strip()
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 2, messages
+    assert JFK_WORDS in words(messages[0]["content"]) and JFK_WORDS in words(messages[2]["content"])
+    assert messages[1]["content"] == " ".join(sentences[i] for i in sorted(sentences)), (messages[1], got)
+    assert messages[3]["content"] == second_reply
+
+
+def test_interrupted_keeps_the_sentences_heard(serve_app):
+    """The page reports how many sentences had started playing when the user talked over the avatar
+    ("heard", and "cut" if the last was cut short): the history keeps those, marked "…", or drops
+    the turn when none was heard."""
+    audio = JFK.read_bytes()
+
+    async def talk():
+        async with websockets.connect(serve_app.replace("http", "ws") + "/ws", max_size=None) as ws:
+            c = Client(ws)
+            session = (await c.until("session"))["session_id"]
+            await ws.send(audio)
+            turn = await c.until("turn")
+            fragment = await c.until("segment", sentence=0)  # the first sentence's first fragment
+            await ws.send(json.dumps({"type": "interrupted", "turn_id": turn["turn_id"], "heard": 1, "cut": True}))
+            await c.until("cancelled")
+            kept = httpx.get(f"{serve_app}/api/v1/sessions/{session}", timeout=30).json()["messages"]
+            await ws.send(audio)  # the next turn, interrupted before anything was heard
+            turn = await c.until("turn")
+            await c.until("segment")
+            await ws.send(json.dumps({"type": "interrupted", "turn_id": turn["turn_id"], "heard": 0, "cut": False}))
+            await c.until("cancelled")
+            dropped = httpx.get(f"{serve_app}/api/v1/sessions/{session}", timeout=30).json()["messages"]
+            return fragment, kept, dropped
+
+    fragment, kept, dropped = asyncio.run(talk())
+    assert fragment["index"] == 0 and fragment["last"] is False  # heard counts sentences, not fragments
+    assert [m["role"] for m in kept] == ["user", "assistant"] and JFK_WORDS in words(kept[0]["content"])
+    assert kept[1]["content"] == fragment["text"] + "…"
+    assert dropped == kept  # the second turn left nothing
 
 
 def test_push_to_talk_idle_video_and_settings(serve_app, handles):
@@ -111,6 +175,7 @@ def test_push_to_talk_idle_video_and_settings(serve_app, handles):
             ok = await c.until("settings")
             await ws.send(json.dumps({"type": "idle", "seconds": 0.8}))
             idle = await c.until("idle")
+            idle_media = await c.media_of(idle)
             await ws.send(json.dumps({"type": "ptt", "down": True}))
             mic_off = await c.until("error")
             await ws.send(json.dumps({"type": "mic", "on": True}))
@@ -121,14 +186,20 @@ def test_push_to_talk_idle_video_and_settings(serve_app, handles):
             await ws.send(json.dumps({"type": "ptt", "down": False}))
             transcript = await c.until("transcript")
             done = await c.until("done")
-            return hello, bad_language, bad_avatar, ok, idle, mic_off, bad_frame, transcript, done
+            return hello, bad_language, bad_avatar, ok, idle, idle_media, mic_off, bad_frame, transcript, done
 
-    hello, bad_language, bad_avatar, ok, idle, mic_off, bad_frame, transcript, done = asyncio.run(talk())
+    hello, bad_language, bad_avatar, ok, idle, idle_media, mic_off, bad_frame, transcript, done = asyncio.run(talk())
     assert hello["languages"] == ["en"] and hello["avatar_id"] == "default"
     assert bad_language["code"] == "unsupported_language" and "en" in bad_language["message"]
     assert bad_avatar["code"] == "unknown_avatar"
     assert ok == {"type": "settings", "avatar_id": "default", "voice_id": "default", "language": "en"}
     assert idle["duration_s"] == 0.8 and idle["mime"].startswith("video/mp4")
+    listening = decode_segment(idle_media)  # what the player shows: 20 frames of the default face
+    assert len(listening.frames) == 20 and listening.fps == 25 and listening.same_length_within_a_frame()
+    assert abs(listening.audio_s - 0.8) < 0.04 and np.abs(listening.audio).max() < 0.01  # silence
+    default = image_rgb(httpx.get(f"{serve_app}/api/v1/avatars/default/image", timeout=30).content)
+    grace = image_rgb((ROOT / "assets" / "avatars" / "grace_hopper.jpg").read_bytes())
+    assert {shows(f, {"default": default, "grace": grace}) for f in listening.frames[::5]} == {"default"}
     assert mic_off["code"] == "mic_off" and bad_frame["code"] == "bad_audio_frame"
     assert JFK_WORDS in words(transcript["text"]) and done["type"] == "done"
     assert handles["Animator"].idle_stats.remote().result()["completed"] >= 1

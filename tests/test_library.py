@@ -7,7 +7,8 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from tests.conftest import JFK, ROOT
+from tests.conftest import JFK, MEDIA, ROOT
+from tests.segments import decode_segment, image_rgb, shows
 from tests.test_turn import post_turn
 
 
@@ -43,11 +44,10 @@ def test_avatar_upload_validates_and_registers(serve_app):
     events, _ = post_turn(serve_app, JFK.read_bytes(), extra={"avatar_id": made["id"]})
     assert events[-1]["type"] == "done", events[-1]
     seg = next(e for e in events if e["type"] == "segment")
-    from tests.segments import decode_segment
-
     frame = decode_segment(httpx.get(f"{serve_app}{seg['url']}", timeout=30).content).frames[0]
-    stored = cv2.imdecode(np.frombuffer(image.content, np.uint8), cv2.IMREAD_COLOR)
-    assert frame.shape[:2] == stored.shape[:2]
+    default = image_rgb(httpx.get(f"{serve_app}/api/v1/avatars/default/image", timeout=30).content)
+    assert frame.shape[:2] == image_rgb(image.content).shape[:2]
+    assert shows(frame, {"grace": image_rgb(image.content), "default": default}) == "grace"
 
 
 def _bomb_png() -> bytes:

@@ -15,7 +15,9 @@ import websockets
 from avatar_core.config import LlmConfig
 from avatar_core.media import fragment_bounds
 from avatar_core.registry import register
-from tests.conftest import app_config, stage_stats, wait_healthy
+from deployments.llm import LLM
+from serve_app.builder import stage_app
+from tests.conftest import app_config, second_app, stage_stats
 from tests.segments import decode_segment
 from tests.test_turn import check_segments_match_reply, post_turn
 
@@ -49,13 +51,9 @@ def test_a_toy_backend_registered_in_a_few_lines_runs_a_turn(serve_app, jfk_byte
     """A second application on the same cluster, its LLM stage the echo backend above."""
     from ray import serve
 
-    from serve_app.builder import build_app
-
     cfg = app_config().model_copy(update={"llm": EchoChat.Config(prefix="You said:")})
-    serve.run(build_app(cfg), name="toy", route_prefix="/toy", blocking=False)
-    base = f"{serve_app}/toy"
+    base = second_app(serve_app, "toy", cfg, own={"llm": stage_app(LLM, "llm", cfg.llm)})
     try:
-        wait_healthy(base)
         events, _ = post_turn(base, jfk_bytes)
         assert events[-1]["type"] == "done", events[-1]
         transcript = next(e["text"] for e in events if e["type"] == "transcript")
@@ -67,6 +65,74 @@ def test_a_toy_backend_registered_in_a_few_lines_runs_a_turn(serve_app, jfk_byte
         assert stage_stats("LLM", app="toy")["completed"] >= 1
     finally:
         serve.delete("toy")
+
+
+@register("llm", "broken")
+class BrokenChat:
+    """A toy LLM backend with a bug: every other reply yields bytes where text belongs, which breaks
+    the turn's own code (the transports cannot encode it; the splitter cannot cut it)."""
+
+    class Config(LlmConfig):
+        backend: Literal["broken"] = "broken"
+
+    max_concurrency: ClassVar[int] = 1
+
+    def __init__(self, cfg: Config):
+        self.calls = 0
+
+    @classmethod
+    def languages(cls, cfg: Config) -> None:
+        return None
+
+    async def chat(self, messages, max_tokens, temperature):
+        self.calls += 1
+        yield b"not text" if self.calls % 2 else "It works this time."
+
+    async def probe(self) -> None:
+        pass
+
+
+def test_a_bug_inside_a_turn_ends_it_with_internal_error_and_the_session_goes_on(serve_app, jfk_bytes):
+    """Before the fix the WebSocket session swallowed the failure (no `done`, no `error`), and the
+    HTTP stream broke off mid-response."""
+    from ray import serve
+
+    cfg = app_config().model_copy(update={"llm": BrokenChat.Config()})
+    base = second_app(serve_app, "broken", cfg, own={"llm": stage_app(LLM, "llm", cfg.llm)})
+
+    async def talk():
+        async with websockets.connect(base.replace("http", "ws") + "/ws", max_size=None) as ws:
+            hello = json.loads(await ws.recv())
+            turns = []
+            for _ in range(2):  # the broken reply, then a good one in the same session
+                await ws.send(jfk_bytes)
+                events = []
+                while not events or events[-1]["type"] not in ("done", "error"):
+                    msg = await asyncio.wait_for(ws.recv(), 120)
+                    if isinstance(msg, str):
+                        events.append(json.loads(msg))
+                turns.append(events)
+            return hello["session_id"], turns
+
+    try:
+        before = httpx.get(f"{base}/api/v1/stats", timeout=30).json()["turns"]
+        session, (broken, good) = asyncio.run(talk())
+        assert broken[-1]["type"] == "error" and broken[-1]["code"] == "internal_error", broken[-1]
+        assert [e for e in broken if e["type"] == "error"] == [broken[-1]]  # one outcome, said once
+        assert good[-1]["type"] == "done", good[-1]
+        assert "".join(e["text"] for e in good if e["type"] == "reply") == "It works this time."
+        messages = httpx.get(f"{base}/api/v1/sessions/{session}", timeout=30).json()["messages"]
+        assert [m["content"] for m in messages if m["role"] == "assistant"] == ["It works this time."]
+        # over HTTP: the broken reply ends the stream with the same error line, the next one works
+        http_broken, _ = post_turn(base, jfk_bytes)
+        assert http_broken[-1]["type"] == "error" and http_broken[-1]["code"] == "internal_error"
+        assert post_turn(base, jfk_bytes)[0][-1]["type"] == "done"
+        after = httpx.get(f"{base}/api/v1/stats", timeout=30).json()["turns"]
+        assert after["started"] - before["started"] == 4
+        assert after["completed"] - before["completed"] == 2 and after["failed"] - before["failed"] == 2
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
+    finally:
+        serve.delete("broken")
 
 
 def test_language_and_voice_reach_the_stages(serve_app, jfk_bytes):

@@ -1,40 +1,43 @@
 """What a new user does: `serve run serve_config.yaml`, then one turn over HTTP with real speech.
 
-Runs before every other test (conftest.py orders it first), so that `serve run` starts its own Ray
-instance rather than finding ours.
+`serve run` gets a Ray cluster of its own (`--address local`, its own temp dir) and a free port, so
+this test runs before or after the session's cluster exists, in any order.
 """
 
 import os
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-import ray
+import yaml
 
-from tests.conftest import JFK_WORDS, ROOT, wait_healthy
+from tests.conftest import JFK_WORDS, ROOT, free_port, wait_healthy
 from tests.test_stages import words
 from tests.test_turn import post_turn
 
-PORT = 8000  # serve_config.yaml's port
-
 
 def test_serve_run_holds_a_turn(jfk_bytes, tmp_path):
-    assert not ray.is_initialized(), "must run before the session cluster starts in this process"
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", PORT)) != 0, f"port {PORT} is taken: stop the running app first"
+    port = free_port(29_000)
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config["http_options"] = {**config["http_options"], "host": "127.0.0.1", "port": port}
+    config_path = tmp_path / "serve_config.yaml"  # the YAML as shipped, on another port
+    config_path.write_text(yaml.safe_dump(config))
     serve = Path(sys.executable).with_name("serve")
     log = (tmp_path / "serve.log").open("w")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": temp_dir}
+    env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
-        [str(serve), "run", "serve_config.yaml"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        [str(serve), "run", "--address", "local", str(config_path)], cwd=ROOT, env=env, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        health = wait_healthy(f"http://127.0.0.1:{PORT}")
+        health = wait_healthy(base)
         assert set(health["stages"]) == {"asr", "llm", "tts", "animator"}
-        events, _ = post_turn(f"http://127.0.0.1:{PORT}", jfk_bytes)
+        events, _ = post_turn(base, jfk_bytes)
         assert JFK_WORDS in words(events[1]["text"])
         assert any(e["type"] == "segment" for e in events) and events[-1]["type"] == "done"
     finally:
@@ -44,3 +47,5 @@ def test_serve_run_holds_a_turn(jfk_bytes, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    log.close()
+    assert Path(temp_dir, "ray").is_dir(), "serve run's Ray used its own temp dir"

@@ -35,7 +35,7 @@ def test_llm_streams_a_reply_in_many_deltas(handles):
 
 
 def test_llm_uses_the_history_it_is_given(handles):
-    """Greedy decoding: the same question answers differently once the history is in the prompt."""
+    """Greedy decoding: the same question answers from the history once it is in the prompt."""
     history = [
         {"role": "user", "content": "My name is Zorblax and I live on the moon."},
         {"role": "assistant", "content": "Nice to meet you, Zorblax! Life on the moon must be quiet."},
@@ -45,8 +45,10 @@ def test_llm_uses_the_history_it_is_given(handles):
         stream = handles["LLM"].options(stream=True).chat.remote(past + [{"role": "user", "content": "Where do I live?"}])
         return "".join([d async for d in stream])
 
-    assert asyncio.run(reply([])) == asyncio.run(reply([]))
-    assert asyncio.run(reply(history)) != asyncio.run(reply([]))
+    without = asyncio.run(reply([]))
+    assert asyncio.run(reply([])) == without
+    remembered = asyncio.run(reply(history))
+    assert "moon" in words(remembered) and "moon" not in words(without), (remembered, without)
 
 
 def test_tts_speaks_a_sentence_that_asr_understands(handles):

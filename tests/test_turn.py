@@ -125,6 +125,10 @@ def test_websocket_turn_sends_events_and_media(serve_app, jfk_bytes):
 
 
 def test_websocket_cancel_stops_the_turn(serve_app, jfk_bytes):
+    """A `cancel` right after the transcript: the turn ends with `cancelled`, and no stage finishes
+    any work for it (the stages' own counters)."""
+    from tests.test_faults import STAGES, assert_every_request_ended, wait_idle
+
     async def talk():
         async with websockets.connect(serve_app.replace("http", "ws") + "/ws", max_size=None) as ws:
             await ws.recv()  # session
@@ -144,5 +148,22 @@ def test_websocket_cancel_stops_the_turn(serve_app, jfk_bytes):
                 pass
             return seen
 
+    before, _ = wait_idle(None)
     seen = asyncio.run(talk())
+    after, _ = wait_idle(None)
     assert seen[-1] == "cancelled" and "done" not in seen
+    assert {n: after[n]["completed"] for n in STAGES if n != "ASR"} == {n: before[n]["completed"] for n in STAGES if n != "ASR"}
+    assert after["ASR"]["completed"] == before["ASR"]["completed"] + 1  # the transcript came first
+    assert after["LLM"]["started"] - before["LLM"]["started"] == after["LLM"]["cancelled"] - before["LLM"]["cancelled"]
+    assert_every_request_ended(before, after)
+
+
+def test_http_turns_count_in_stats(serve_app, jfk_bytes):
+    """One count of turns for both transports (HTTP turns used to be missing from it)."""
+    before = httpx.get(f"{serve_app}/api/v1/stats", timeout=30).json()["turns"]
+    events, _ = post_turn(serve_app, jfk_bytes)
+    assert events[-1]["type"] == "done"
+    after = httpx.get(f"{serve_app}/api/v1/stats", timeout=30).json()["turns"]
+    assert after["started"] == before["started"] + 1 and after["completed"] == before["completed"] + 1
+    assert {k: after[k] - before[k] for k in ("failed", "no_speech", "cancelled")} == {
+        "failed": 0, "no_speech": 0, "cancelled": 0}

@@ -1,8 +1,37 @@
 // The page: one WebSocket per conversation. The mic streams 16 kHz PCM (hands-free: the server's
 // VAD ends each utterance; push-to-talk: Space or holding the button), replies stream in as text and
 // as media segments, and the player keeps the avatar moving with listening video in between.
-import { Mic } from "/ui/mic.js";
-import { SegmentPlayer } from "/ui/player.js";
+import { Mic } from "./mic.js";
+import { SegmentPlayer } from "./player.js";
+
+// Every URL is relative to the app's root (this module's folder's parent), so the page also works
+// behind a route prefix (e.g. Serve's route_prefix /avatar, opened as /avatar/).
+const BASE = new URL("..", import.meta.url);
+
+// With `security.auth_token` set, open the page as .../?access_token=TOKEN once: the token is kept
+// for this tab (sessionStorage) and taken out of the address bar; requests send it as a bearer
+// token, the WebSocket as ?access_token= (browsers cannot set its headers). It is never logged.
+const query = new URLSearchParams(location.search);
+if (query.has("access_token")) {
+  sessionStorage.setItem("avatar-token", query.get("access_token"));
+  query.delete("access_token");
+  history.replaceState(null, "", location.pathname + (query.size ? `?${query}` : "") + location.hash);
+}
+const token = () => sessionStorage.getItem("avatar-token");
+async function api(path, init = {}) {
+  const headers = new Headers(init.headers);
+  if (token()) headers.set("Authorization", `Bearer ${token()}`);
+  const r = await fetch(new URL(path, BASE), { ...init, headers });
+  if (r.status === 401) { state.unauthorized = true; showBanner(NEEDS_TOKEN); }
+  return r;
+}
+const NEEDS_TOKEN = "This server needs an access token: open the page with ?access_token=… added to its address.";
+function wsUrl() {
+  const url = new URL("ws", BASE);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  if (token()) url.searchParams.set("access_token", token());
+  return url;
+}
 
 const $ = (id) => document.getElementById(id);
 const video = $("avatar"), pill = $("pill"), statusText = $("status"), micButton = $("mic");
@@ -81,7 +110,7 @@ function addLine(who, text) {
 // ---- connection -----------------------------------------------------------------------------
 
 function connect() {
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  const ws = new WebSocket(wsUrl());
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   let pending = null;  // the segment/idle event whose bytes come next
@@ -98,6 +127,7 @@ function connect() {
     const busy = e.code === 1013;
     const delay = Math.min(15, 2 ** state.retries++) * (busy ? 2 : 1);
     showBanner(busy ? `The server is busy. Trying again in ${delay} s…`
+      : state.unauthorized ? NEEDS_TOKEN
       : `Can't reach the server. Reconnecting in ${delay} s…`, busy ? "busy" : "error");
     setTimeout(connect, delay * 1000);
   };
@@ -125,7 +155,7 @@ function handle(ev, expectBytes) {
     case "settings":
       state.settings = { avatar_id: ev.avatar_id, voice_id: ev.voice_id, language: ev.language };
       localStorage.setItem("avatar-settings", JSON.stringify(state.settings));
-      video.poster = `/api/v1/avatars/${ev.avatar_id}/image`;
+      showPoster(ev.avatar_id);
       selectValue("avatar-select", ev.avatar_id); selectValue("voice-select", ev.voice_id);
       selectValue("language-select", ev.language);
       break;
@@ -169,6 +199,17 @@ function handle(ev, expectBytes) {
       break;
   }
   render();
+}
+
+// The still image shown before the first video: with a token, fetched with it (an <img>-style
+// request cannot carry the header).
+async function showPoster(avatarId) {
+  const path = `api/v1/avatars/${encodeURIComponent(avatarId)}/image`;
+  if (!token()) { video.poster = new URL(path, BASE); return; }
+  const r = await api(path);
+  if (!r.ok) return;
+  if (video.poster.startsWith("blob:")) URL.revokeObjectURL(video.poster);
+  video.poster = URL.createObjectURL(await r.blob());
 }
 
 function dropLastTurn() {
@@ -278,7 +319,7 @@ function fillLanguages(langs) {
   $("language-select").replaceChildren(...langs.map((l) => new Option(names[l] || l, l)));
 }
 async function loadList(kind, selectId) {
-  const r = await fetch(`/api/v1/${kind}`);
+  const r = await api(`api/v1/${kind}`);
   const items = (await r.json())[kind];
   $(selectId).replaceChildren(...items.map((i) => new Option(i.name, i.id)));
   selectValue(selectId, state.settings[kind === "avatars" ? "avatar_id" : "voice_id"] || "default");
@@ -290,7 +331,7 @@ async function upload(kind, field, file, selectId, key) {
   const form = new FormData(); form.append(field, file);
   $("note").textContent = `Uploading ${file.name}…`;
   try {
-    const r = await fetch(`/api/v1/${kind}`, { method: "POST", body: form });
+    const r = await api(`api/v1/${kind}`, { method: "POST", body: form });
     const body = await r.json();
     if (!r.ok) { $("note").textContent = ""; showBanner(body.error.message); return; }
     await loadList(kind, selectId);

@@ -11,7 +11,7 @@ export class Mic {
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
     });
     const ctx = new AudioContext();
-    await ctx.audioWorklet.addModule("/ui/pcm-worklet.js");
+    await ctx.audioWorklet.addModule(new URL("pcm-worklet.js", import.meta.url));
     const node = new AudioWorkletNode(ctx, "pcm-sender");
     node.port.onmessage = (e) => this.onFrame(e.data);
     ctx.createMediaStreamSource(this.stream).connect(node);
