@@ -51,10 +51,11 @@ class ModelLoading(_Strict):
     """`ray.serve.llm.ModelLoadingConfig`."""
 
     model_id: str = Field("smollm2-135m-instruct", description="the name requests use")
-    model_source: str = Field(
+    model_source: str | dict[str, Any] = Field(
         "embedded",
-        description="a Hugging Face folder or id (or a cloud mirror Ray knows); 'embedded' = "
-        "SmolLM2-135M-Instruct converted by scripts/install.sh vllm",
+        description="a local Hugging Face folder, a Hugging Face id, or a cloud mirror "
+        "({bucket_uri: gs://...}); 'embedded' = SmolLM2-135M-Instruct converted by "
+        "scripts/install.sh vllm",
     )
     tokenizer_source: str | None = None
 
