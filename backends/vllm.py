@@ -115,6 +115,8 @@ class VllmServer:
     """Configures Ray's LLM server and speaks to it; never instantiated (the stage is Ray's)."""
 
     class Config(LlmConfig):
+        """`health_probe_s` does not apply: Ray's server checks its engine itself."""
+
         backend: Literal["vllm"] = "vllm"
         model_loading_config: ModelLoading = ModelLoading()
         engine_kwargs: dict[str, Any] = Field(
