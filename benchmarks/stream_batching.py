@@ -71,6 +71,7 @@ async def decode_rate(client, messages) -> tuple[int, float]:
 
 async def main(runs: int, intervals: list[float]) -> None:
     ray.init(num_cpus=2 * len(intervals), include_dashboard=False, log_to_driver=False)
+    serve.start()  # once, before the deployments below start side by side
     started = time.perf_counter()
     await asyncio.gather(*(  # the engines start side by side
         asyncio.to_thread(serve.run, VllmServer.deployment(llm_config(ms)), name=f"b{ms:g}", route_prefix=None)
