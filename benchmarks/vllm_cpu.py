@@ -46,6 +46,13 @@ def pss_mb(name_part: str) -> float:
     return total / 1024
 
 
+def healthy() -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{PORT}/healthz", timeout=10).status_code == 200
+    except httpx.HTTPError:  # the proxy is not up yet
+        return False
+
+
 def turn() -> dict:
     with httpx.stream("POST", f"http://127.0.0.1:{PORT}/api/v1/turn", files={"audio": ("jfk.flac", JFK.read_bytes())},
                       timeout=300) as r:
@@ -63,7 +70,7 @@ def measure(llm: dict, turns: int) -> dict:
     started = time.perf_counter()
     threading.Thread(target=serve.run, args=(build_app(cfg),), kwargs={"name": "avatar", "route_prefix": "/"},
                      daemon=True).start()
-    while httpx.get(f"http://127.0.0.1:{PORT}/healthz", timeout=10).status_code != 200:
+    while not healthy():
         assert time.perf_counter() - started < 600, "not healthy in 600 s"
         time.sleep(0.5)
     ready = time.perf_counter() - started
