@@ -33,6 +33,11 @@ class AsrBackend(Backend, Protocol):
 
 
 class ChatBackend(Backend, Protocol):
+    """Run inside our LLM stage. A backend whose stage is someone else's deployment (Ray's vLLM
+    server, `backends/vllm.py`) instead has two classmethods: `deployment(cfg)`, the bound
+    deployment, and `chat_client(handle, cfg)`, which gives the ingress a function from messages to
+    an async iterator of text deltas with `cancel()`."""
+
     def chat(self, messages: list[Message], max_tokens: int, temperature: float) -> AsyncIterator[str]: ...
 
 

