@@ -6,5 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh test
 scripts/install.sh xtts
+scripts/install.sh vllm
 .venv/bin/python -m pytest "$@"
 .venv-xtts/bin/python -m pytest -m xtts tests/test_xtts.py
+.venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py
