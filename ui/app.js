@@ -177,7 +177,10 @@ function handle(ev, expectBytes) {
       break;
     case "reply":
       if (state.turnId === state.stoppedTurn) break;  // the user already talked over it
-      state.avatarLine ??= addLine("avatar", "");
+      if (!state.avatarLine) {
+        state.avatarLine = addLine("avatar", "");
+        state.avatarLine.parentElement.dataset.turn = state.turnId;  // which turn this reply is
+      }
       state.avatarLine.textContent += ev.text;
       transcript.scrollTop = transcript.scrollHeight;
       break;
