@@ -125,8 +125,9 @@ def jfk_bytes() -> bytes:
 
 
 @contextmanager
-def running_graph(cfg, name: str, storage: Path):
-    """Start Ray and Serve in this process, deploy the graph of `cfg`, wait until every stage is
+def running_graph(cfg, name: str, storage: Path, production: bool = True):
+    """Start Ray and Serve in this process, deploy the graph of `cfg` (with serve_config.yaml's
+    deployment options, or one replica a stage when not `production`), wait until every stage is
     warm; then stop them all and remove the upload directory `storage`."""
     import ray
     from ray import serve
@@ -136,7 +137,8 @@ def running_graph(cfg, name: str, storage: Path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(production_graph(build_app(cfg)), name=name, route_prefix="/")
+    graph = build_app(cfg)
+    serve.run(production_graph(graph) if production else graph, name=name, route_prefix="/")
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base_url)

@@ -89,7 +89,9 @@ def xtts_app(checkpoint):
                 "health_probe_s": 0},  # no probe sentence between a test's before and after
         "storage": {"dir": str(storage)},
     })
-    with running_graph(cfg, APP, storage) as base_url:
+    # One replica a stage: the test reads the TTS replica's own voice cache (slow XTTS on CPU would
+    # otherwise make the production autoscaling add a second TTS replica with a cache of its own).
+    with running_graph(cfg, APP, storage, production=False) as base_url:
         yield base_url
 
 
