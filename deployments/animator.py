@@ -7,13 +7,13 @@ place, so raw frames never cross the object store. Replicas keep no per-conversa
 caller passes the backend's continuity state in and gets the next one back with every fragment.
 """
 
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from cachetools import LRUCache
 from ray import serve
 
 from avatar_core.media import ASR_RATE, fragment_bounds, mux_segment, resample
@@ -42,7 +42,7 @@ class Animator(Stage):
         await super().__init__(cfg)
         self.storage = Path(storage_dir) / "avatars" if storage_dir else None
         self.default = await self.backend.prepare_avatar(read_image(str(cfg.avatar_image)))
-        self.avatars: OrderedDict[str, Any] = OrderedDict()
+        self.avatars: LRUCache[str, Any] = LRUCache(maxsize=16)
         self.idle_counters = type(self.counters)()
         async for _ in self.animate(Speech(np.zeros(2_205, np.float32), 22_050)):  # warm-up: the muxer
             pass
@@ -51,28 +51,21 @@ class Animator(Stage):
         """Find the face in an uploaded image; {"ok": False, "message"} if it cannot be animated."""
         rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         try:
-            self._cache(avatar_id, await self.backend.prepare_avatar(rgb))
+            self.avatars[avatar_id] = await self.backend.prepare_avatar(rgb)
         except AvatarError as exc:
             return {"ok": False, "message": f"no usable face in the image: {exc}"}
         return {"ok": True}
 
-    def _cache(self, avatar_id: str, avatar: Any) -> Any:
-        self.avatars[avatar_id] = avatar
-        self.avatars.move_to_end(avatar_id)
-        while len(self.avatars) > 16:
-            self.avatars.popitem(last=False)
-        return avatar
-
     async def _avatar(self, avatar_id: str) -> Any:
         if avatar_id == "default":
             return self.default
-        if avatar_id in self.avatars:
-            self.avatars.move_to_end(avatar_id)
-            return self.avatars[avatar_id]
+        if (avatar := self.avatars.get(avatar_id)) is not None:
+            return avatar
         path = self.storage / f"{avatar_id}.png" if self.storage else None
         if path is None or not path.is_file():
             raise KeyError(f"unknown avatar {avatar_id!r}")
-        return self._cache(avatar_id, await self.backend.prepare_avatar(read_image(str(path))))
+        avatar = self.avatars[avatar_id] = await self.backend.prepare_avatar(read_image(str(path)))
+        return avatar
 
     @serve.multiplexed(max_num_models_per_replica=1024)
     async def _conversation(self, conversation_id: str) -> str:
@@ -108,7 +101,7 @@ class Animator(Stage):
             # fragment by fragment. Either way each fragment leaves once its frames exist.
             spans = [(0, n_frames)] if getattr(self.backend, "renders_whole_pieces", False) else bounds
             hop, rate, frames, done, cut = ASR_RATE // cfg.fps, speech.sample_rate, [], 0, iter(bounds)
-            a, b = next(cut)
+            a, b = next(cut, (None, None))  # no audio: no fragment
             for start, end in spans:
                 async for batch, state in self.backend.render(avatar, audio_16k[start * hop : end * hop], state):
                     frames.append(batch)

@@ -15,6 +15,7 @@ from deployments.health import HealthProbe
 from deployments.llm import LLM
 from serve_app.builder import stage_app
 from tests.conftest import app_config, second_app, stage_stats
+from tests.test_seam import EchoChat
 
 
 def test_probe_runs_only_when_idle_long_enough_and_failures_surface():
@@ -62,7 +63,7 @@ def test_healthz_sends_no_request_to_any_stage(serve_app):
 
 
 @register("llm", "slow")
-class SlowChat:
+class SlowChat(EchoChat):
     """A toy LLM backend that holds its one slot for seconds: a word every half second."""
 
     class Config(LlmConfig):
@@ -71,20 +72,10 @@ class SlowChat:
 
     max_concurrency: ClassVar[int] = 1
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-
-    @classmethod
-    def languages(cls, cfg: Config) -> None:
-        return None
-
     async def chat(self, messages, max_tokens, temperature):
         for k in range(self.cfg.words):
             await asyncio.sleep(0.5)
             yield f"word{k} "
-
-    async def probe(self) -> None:
-        pass
 
 
 def test_healthz_answers_ok_while_the_llm_is_busy(serve_app):

@@ -80,6 +80,7 @@ def test_animator_streams_fragments_as_long_as_the_speech_and_carries_state(hand
     assert all(d.same_length_within_a_frame() for d in decoded)
     assert decoded[0].frames[0].shape == (512, 512, 3) and 'codecs="avc1.' in fragments[0].mime
     assert [f.state.frame for f in fragments] == list(np.cumsum(counts))  # the clock runs on
+    assert animate(handles, Speech(np.zeros(0, np.float32), 22_050)) == []  # no audio: no fragment
     second = animate(handles, Speech(speech.pcm[:8820], 22_050), fragments[-1].state)
     assert [len(decode_segment(f.data).frames) for f in second] == [10]
     assert second[0].state.frame == fragments[-1].state.frame + 10
