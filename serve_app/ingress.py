@@ -143,11 +143,18 @@ class Ingress:
         problem = self.check_choice(avatar_id, voice_id, language)
         if problem is None and (session_id is not None and not _ID.match(str(session_id))):
             problem = ("bad_session_id", "session_id must be 1-64 letters, digits, _ or -")
-        if problem is None and not isinstance(audio, np.ndarray):
+        if problem is None and not isinstance(audio, (bytes, bytearray, memoryview, np.ndarray)):
+            problem = ("bad_audio_type", "audio is an audio file's bytes or a numpy array of PCM")
+        elif problem is None and not isinstance(audio, np.ndarray):
             try:
                 audio = await asyncio.to_thread(decode_audio, bytes(audio), self.cfg.limits.max_audio_s)
             except MediaError as exc:
                 problem = (exc.code, exc.message)
+        elif problem is None:  # PCM: the checks decode_audio makes of a file
+            audio = np.asarray(audio, np.float32).reshape(-1)
+            limit = self.cfg.limits.max_audio_s
+            if not 0 < audio.size <= limit * 16_000 or not np.isfinite(audio).all():
+                problem = ("bad_pcm", f"PCM must be 16 kHz mono float32, finite, 0-{limit:g} s long")
         if problem is not None:
             yield {"type": "error", "code": problem[0], "message": problem[1], "at": 0.0}
             return

@@ -10,6 +10,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -132,3 +133,7 @@ def test_run_turn_through_the_ingress_handle_stamps_events_and_spans(serve_app, 
     assert [e["type"] for e in bad] == ["error"] and bad[0]["code"] == "undecodable_audio", bad
     unknown = asyncio.run(turn(jfk_bytes, avatar_id="0123456789abcdef"))
     assert unknown[0]["code"] == "unknown_avatar", unknown
+    for audio, code in ((np.full(1600, np.nan, np.float32), "bad_pcm"), (np.zeros(0, np.float32), "bad_pcm"),
+                        ("a path?", "bad_audio_type")):
+        wrong = asyncio.run(turn(audio))
+        assert [e["type"] for e in wrong] == ["error"] and wrong[0]["code"] == code, wrong
