@@ -13,8 +13,8 @@ What it models, and nothing more:
 - contention: every running request keeps `demand` units of its node busy (cores on a CPU machine,
   a whole GPU on an L4: CUDA time-slices processes that share a card), and when a node's demand
   exceeds its capacity every request on it slows in proportion (processor sharing);
-- fractional GPU packing per node (first fit on `num_gpus` and `num_cpus` of the node's role), new
-  nodes after `start_s`, replicas after `replica_start_s`, idle nodes given back after a timeout;
+- fractional GPU packing per node (`num_gpus` and `num_cpus` on nodes of the stage's role, a
+  deployment's replicas spread over the nodes as Serve does), new nodes after `start_s`, replicas after `replica_start_s`, idle nodes given back after a timeout;
 - Serve's default autoscaling policy as Ray 2.60 writes it (`ray/serve/autoscaling_policy.py`):
   desired = mean ongoing requests over `look_back_period_s` / `target_ongoing_requests`, scaled by
   the up/down factors, held until the wish has lasted `upscale_delay_s` / `downscale_delay_s`
@@ -434,7 +434,7 @@ class Deployment:
 
 
 class Cluster:
-    """Node types with fractional GPU packing (first fit); a replica nothing fits asks for a node."""
+    """Node types with fractional GPU packing; a replica no node has room for asks for a new node."""
 
     def __init__(self, sim: "Sim", types: list[NodeType]):
         self.sim, self.types = sim, {t.name: t for t in types}
@@ -466,11 +466,15 @@ class Cluster:
         for name in self.types:
             self.peak[name] = max(self.peak[name], sum(1 for n in self.nodes if n.type.name == name))
 
-    def start_replica(self, dep: Deployment, initial: bool = False) -> bool:
+    def start_replica(self, dep: Deployment, initial: bool = False, compact: bool = False) -> bool:
         """Place a new replica (first fit), asking for a node if none has room; False when the node
         type is at its maximum. `initial`: the cluster as deployed, every node already up."""
         ntype = self.type_for(dep)
-        node = next((n for n in self.nodes if n.type is ntype and n.fits(dep)), None)
+        # Serve spreads a deployment's replicas over nodes: the one with the fewest of them, then
+        # the emptiest GPU (`compact`: the first that fits); a new node only when none has room.
+        fits = [n for n in self.nodes if n.type is ntype and n.fits(dep)]
+        spread = lambda n: (sum(r.dep is dep for r in n.replicas), -n.gpus_free, self.nodes.index(n))  # noqa: E731
+        node = min(fits, key=(lambda n: self.nodes.index(n)) if compact else spread, default=None)
         if node is None:
             if self.count(ntype) >= ntype.max_nodes:
                 return False
@@ -504,9 +508,9 @@ class Cluster:
 
 @dataclass
 class Workload:
-    """How people talk to it. Ranges (lo, hi) are drawn uniformly per turn."""
+    """How people talk to it, per turn: a range (lo, hi) is drawn uniformly, a list picked from."""
 
-    utterance_s: float | tuple[float, float] = 4.0  # the user's speech
+    utterance_s: float | tuple[float, float] | list[float] = 4.0  # the user's speech
     think_s: float = 3.0  # mean pause after the reply ends (or after `done`), exponential; 0: none
     sentences: int | tuple[int, int] = 3
     reply_s: float | tuple[float, float] = 8.0  # seconds of the avatar's speech in a reply
@@ -527,7 +531,10 @@ class TurnConfig:
 
 
 def draw(rng: random.Random, v):
-    if isinstance(v, (tuple, list)):
+    """A tuple (lo, hi) is a uniform range, a list a set of values to pick from, else a constant."""
+    if isinstance(v, list):
+        return rng.choice(v)
+    if isinstance(v, tuple):
         lo, hi = v
         return rng.randint(lo, hi) if isinstance(lo, int) and isinstance(hi, int) else rng.uniform(lo, hi)
     return v
@@ -749,10 +756,12 @@ class Sim:
                              spec.num_gpus, spec.num_cpus, spec.role)
             dep.start_s = spec.start_s if spec.start_s is not None else sc.replica_start_s
             self.deps[name] = dep
-        for dep in self.deps.values():  # the deployment as it starts: min_replicas, all up at t=0
+        # The deployment as it starts: min_replicas each, all up at t=0, the largest placed first.
+        for dep in sorted(self.deps.values(), key=lambda d: -d.num_gpus):
             dep.target = dep.scaling.min_replicas
             for _ in range(dep.target):
-                if not self.cluster.start_replica(dep, initial=True):
+                if not (self.cluster.start_replica(dep, initial=True)
+                        or self.cluster.start_replica(dep, initial=True, compact=True)):
                     raise ValueError(f"{dep.name}: {dep.target} replicas do not fit the node types' maximum")
             dep.peak_replicas = len(dep.replicas)
         if sc.autoscale:

@@ -213,3 +213,36 @@ def test_a_run_is_the_same_for_the_same_seed():
     a = Sim(capacity.l4_scenario(inputs), seed=4).closed(6).run(600)
     b = Sim(capacity.l4_scenario(inputs), seed=4).closed(6).run(600)
     assert a == b and a.turns > 50 and math.isfinite(a.v2f_p95_s)
+
+
+def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, capsys):
+    """The shape `benchmarks/run.py --json` writes (costs, inputs, concurrency), with made-up numbers:
+    more sessions on the same two cores can only wait longer."""
+    import json
+
+    stage = {"r2": 1.0, "samples": 4}
+    bench = {
+        "inputs": [{"name": "a", "seconds": 11.0, "speech_end_s": 11.0}, {"name": "b", "seconds": 2.6, "speech_end_s": 2.6}],
+        "v2f_parts_p50_s": {"endpointing": 0.4, "asr": 0.5, "rest": 1.4},
+        "concurrency": [{"sessions": n, "turns": 10, "v2f_p50_s": 2.0, "v2f_p95_s": 2.5, "turns_per_min": 5.0}
+                        for n in (1, 2, 4)],
+        "costs": {
+            "asr": {"fixed_s": 0.3, "per_audio_s": 0.02, **stage},
+            "llm": {"fixed_s": 0.25, "per_token_s": 0.035, "first_token_s": 0.3, "tokens_per_speech_s": 4.0, **stage},
+            "tts": {"fixed_s": -0.01, "per_audio_s": 0.06, "first_chunk_s": 0.2, **stage},
+            "animator": {"fixed_s": 0.04, "per_audio_s": 0.13, "first_fragment_s": 0.06, **stage},
+            "endpointing": {"end_silence_s": 0.7},
+            "workload": {"utterance_s": 6.8, "reply_tokens": 79, "reply_speech_s": 19.0, "reply_sentences": 5,
+                         "first_sentence_speech_s": 3.2},
+        },
+        "machine": {"date": "today", "commit": "abc"},
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    capacity.main(["validate", "--bench", str(path), "--minutes", "10"])
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    sim_p50 = {int(r[1]): float(r[3]) for r in rows if len(r) > 8}
+    assert set(sim_p50) == {1, 2, 4}
+    assert sim_p50[1] <= sim_p50[2] <= sim_p50[4]
+    assert sim_p50[1] > 0.4 + 0.3 + 0.3  # at least endpointing, ASR's fixed part and the first token
