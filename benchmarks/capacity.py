@@ -241,7 +241,8 @@ def fit_cluster(inputs: dict, sessions: int, p95: float, args, start: tuple | No
     """The fewest L4s (replicas fixed, no autoscaling) that keep voice-to-face p95 under `p95` for
     `sessions` people talking at once. From one replica of each stage, step by step take whichever
     of these lowers p95 with the fewest nodes: one more replica of a stage (packed onto the nodes as
-    the GPU fractions allow), or one more media node (the replicas spread out, so fewer share a GPU). Returns
+    the GPU fractions allow), one more media node (the replicas spread out, so fewer share a GPU),
+    or both. Returns
     (replicas, nodes per role, report)."""
     serve = load_yaml(GPU_SERVE)
     specs = stage_specs(serve)
@@ -259,6 +260,7 @@ def fit_cluster(inputs: dict, sessions: int, p95: float, args, start: tuple | No
         if r.v2f_p95_s <= p95:
             break
         options = [({**reps, s: reps[s] + 1}, extra) for s in STAGES] + [(reps, extra + 1)]
+        options += [({**reps, s: reps[s] + 1}, extra + 1) for s in media_stages()]  # on a node of its own
         trials = []
         for more, e in options:
             n2, r2 = run(more, e)
@@ -290,7 +292,7 @@ def nodes_for(reps: dict[str, int], specs: dict[str, StageSpec]) -> dict[str, in
 def size(args) -> int:
     inputs = l4_inputs(args.costs)
     print(f"Fewest L4 nodes for voice-to-face p95 <= {args.p95} s (replicas fixed, added one at a time "
-          f"to the stage, or a media node, that lowers p95 with the fewest nodes; {args.minutes:g} simulated minutes each, GPU sharing: "
+          f"to a stage and/or a media node added, whichever lowers p95 with the fewest nodes; {args.minutes:g} simulated minutes each, GPU sharing: "
           f"{args.gpu_sharing}):\n")
     print("| sessions | replicas asr/llm/tts/anim | media L4 | LLM L4 | v2f p50 s | v2f p95 s | underruns/fragments | "
           "utilisation asr/llm/tts/anim | sessions per L4 |")
@@ -358,10 +360,12 @@ def autoscale(args) -> int:
                 print(f"| {up:g} | {down:g} | {single:g} / {anim:g} / {llm:g} | {p50:.2f} | {p95:.2f} | {refused:.0f} | "
                       f"{hours:.1f} | {'/'.join(str(peak_reps[s]) for s in STAGES)} | "
                       f"{' + '.join(str(v) for v in peak_nodes)} |")
-    meets = sorted((x for x in results if x[0]), key=lambda x: (x[1], x[2]))
-    if meets:
-        _, hours, p95, up, down, t = meets[0]
-        print(f"\nchosen (fewest node-hours meeting the target): upscale_delay_s {up:g}, downscale_delay_s {down:g}, "
+    meets = [x for x in results if x[0]]
+    if meets:  # the fewest node-hours, counting those within 2 % of it as equal, then the lowest p95
+        cheapest = min(x[1] for x in meets)
+        _, hours, p95, up, down, t = min((x for x in meets if x[1] <= cheapest * 1.02), key=lambda x: x[2])
+        print(f"\nchosen (fewest node-hours meeting the target, within 2 %, then the lowest p95): "
+              f"upscale_delay_s {up:g}, downscale_delay_s {down:g}, "
               f"target_ongoing_requests {t[0]:g} (ASR, TTS) / {t[1]:g} (Animator) / {t[2]:g} (LLM): "
               f"p95 {p95:.2f} s, {hours:.1f} L4 node-hours")
     else:
