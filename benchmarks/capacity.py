@@ -156,7 +156,10 @@ def local_scenario(bench: dict, cores: float = 2.0) -> Scenario:
                               demand=threads["animator"]),
     }
     w = c["workload"]
-    reply_s, sentences = float(w["reply_speech_s"]), max(1, round(w["reply_sentences"]))
+    # the replies of the concurrency turns when run.py reports them, else those of its costs calls
+    conc = [x for x in bench.get("concurrency", []) if "reply_speech_s" in x]
+    reply_s = float(conc[0]["reply_speech_s"] if conc else w["reply_speech_s"])
+    sentences = max(1, round(conc[0].get("reply_sentences", w["reply_sentences"]) if conc else w["reply_sentences"]))
     # the clips the clients speak in turn (each until its last voiced sample), else their median
     clips = [float(i["speech_end_s"]) for i in bench.get("inputs", [])] or float(w["utterance_s"])
     workload = Workload(
@@ -190,8 +193,10 @@ def validate(args) -> int:
     bench = json.loads(Path(args.bench).read_text())
     sc = local_scenario(bench, args.cores)
     rows, worst = [], 0.0
-    print(f"Simulated against measured (`{args.bench}`, {bench.get('machine', {}).get('date', '')}, commit {bench.get('machine', {}).get('commit', '?')}):\n")
-    print("| sessions | measured p50 | simulated p50 | error | measured p95 | simulated p95 | error | turns/min measured | simulated |")
+    machine = bench.get("machine", {})
+    print(f"Simulated against measured (`{args.bench}`, {machine.get('date', '')}, commit {machine.get('commit', '?')}):\n")
+    print("| sessions | measured p50 | simulated p50 | error | measured p95 | simulated p95 | error "
+          "| turns/min measured | simulated |")
     print("|---|---|---|---|---|---|---|---|---|")
     for m in bench["concurrency"]:
         n = m["sessions"]
@@ -292,7 +297,8 @@ def nodes_for(reps: dict[str, int], specs: dict[str, StageSpec]) -> dict[str, in
 def size(args) -> int:
     inputs = l4_inputs(args.costs)
     print(f"Fewest L4 nodes for voice-to-face p95 <= {args.p95} s (replicas fixed, added one at a time "
-          f"to a stage and/or a media node added, whichever lowers p95 with the fewest nodes; {args.minutes:g} simulated minutes each, GPU sharing: "
+          f"to a stage and/or a media node added, whichever lowers p95 with the fewest nodes; "
+          f"{args.minutes:g} simulated minutes each, GPU sharing: "
           f"{args.gpu_sharing}):\n")
     print("| sessions | replicas asr/llm/tts/anim | media L4 | LLM L4 | v2f p50 s | v2f p95 s | underruns/fragments | "
           "utilisation asr/llm/tts/anim | sessions per L4 |")
@@ -346,7 +352,8 @@ def autoscale(args) -> int:
                 runs = []
                 for seed in seeds:
                     sc = l4_scenario(inputs, cfg, gpu_sharing=args.gpu_sharing)
-                    sc.node_types = [replace(t, max_nodes=args.max_nodes.get(t.role, t.max_nodes)) for t in sc.node_types]
+                    sc.node_types = [replace(t, max_nodes=args.max_nodes.get(t.role, t.max_nodes))
+                                     for t in sc.node_types]
                     if args.max_turns:
                         sc.turn = replace(sc.turn, max_turns=args.max_turns)
                     sim = Sim(sc, seed=seed).arrivals(profile(args.peak, args.minutes, inputs["workload"]))
@@ -415,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     z.add_argument("--p95", type=float, default=2.5)
     z.add_argument("--sessions", type=lambda t: [int(x) for x in t.split(",")], default=[4, 8, 16, 32])
     z.add_argument("--minutes", type=float, default=60.0)
-    z.add_argument("--fragment-s", type=float, default=None, help="the animator's later fragments (default: the config's)")
+    z.add_argument("--fragment-s", type=float, default=None,
+                   help="the animator's later fragments (default: the config's)")
     a = sub.add_parser("autoscale", parents=[common], help="autoscaling settings over a busy period")
     a.add_argument("--p95", type=float, default=2.5)
     a.add_argument("--peak", type=int, default=16)

@@ -11,10 +11,12 @@ What it models, and nothing more:
 - a cost per request: fixed + per audio second (ASR, TTS with its chunking, animator), or time to
   first token + tokens at a per-stream speed that falls as the batch grows (vLLM);
 - contention: every running request keeps `demand` units of its node busy (cores on a CPU machine,
-  a whole GPU on an L4: CUDA time-slices processes that share a card), and when a node's demand
-  exceeds its capacity every request on it slows in proportion (processor sharing);
+  a whole GPU on an L4 unless told otherwise: CUDA time-slices processes that share a card), and
+  when a node's demand exceeds its capacity every request on it slows in proportion (processor
+  sharing);
 - fractional GPU packing per node (`num_gpus` and `num_cpus` on nodes of the stage's role, a
-  deployment's replicas spread over the nodes as Serve does), new nodes after `start_s`, replicas after `replica_start_s`, idle nodes given back after a timeout;
+  deployment's replicas spread over the nodes as Serve does), new nodes after `start_s`, new
+  replicas after their load time, idle nodes given back after a timeout;
 - Serve's default autoscaling policy as Ray 2.60 writes it (`ray/serve/autoscaling_policy.py`):
   desired = mean ongoing requests over `look_back_period_s` / `target_ongoing_requests`, scaled by
   the up/down factors, held until the wish has lasted `upscale_delay_s` / `downscale_delay_s`

@@ -68,9 +68,9 @@ def test_one_turn_without_queueing_takes_the_sum_of_its_costs():
 
 def test_underruns_appear_only_when_the_animator_is_slower_than_speech():
     w = Workload(utterance_s=2.0, think_s=0.0, sentences=3, reply_s=9.0)
-    fast = Sim(scenario({"animator": StageCost(fixed_s=0.1, per_audio_s=0.2, demand=0)}, workload=w), seed=1).closed(1, turns=1)
+    fast, slow = (Sim(scenario({"animator": StageCost(fixed_s=0.1, per_audio_s=rtf, demand=0)}, workload=w), seed=1)
+                  .closed(1, turns=1) for rtf in (0.2, 1.5))
     fast.run(120)
-    slow = Sim(scenario({"animator": StageCost(fixed_s=0.1, per_audio_s=1.5, demand=0)}, workload=w), seed=1).closed(1, turns=1)
     slow.run(120)
     assert fast.results[0]["underruns"] == 0
     assert slow.results[0]["underruns"] > 0
@@ -188,8 +188,10 @@ def test_replicas_never_pack_more_than_one_gpu_onto_a_node():
 
 def test_first_fit_packing_counts_nodes_per_role():
     specs = capacity.stage_specs(capacity.load_yaml(capacity.GPU_SERVE))
-    assert capacity.nodes_for({"asr": 1, "llm": 1, "tts": 1, "animator": 1}, specs) == {"avatar_media": 1, "avatar_llm": 1}
-    assert capacity.nodes_for({"asr": 1, "llm": 2, "tts": 3, "animator": 3}, specs) == {"avatar_media": 3, "avatar_llm": 2}
+    one_each = {"asr": 1, "llm": 1, "tts": 1, "animator": 1}
+    assert capacity.nodes_for(one_each, specs) == {"avatar_media": 1, "avatar_llm": 1}  # 0.25 + 0.25 + 0.5
+    more = {"asr": 1, "llm": 2, "tts": 3, "animator": 3}  # 0.25 + 0.75 + 1.5 GPUs: 3 media L4s
+    assert capacity.nodes_for(more, specs) == {"avatar_media": 3, "avatar_llm": 2}
 
 
 def test_the_l4_costs_file_names_a_source_for_every_figure():
@@ -222,7 +224,8 @@ def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, cap
 
     stage = {"r2": 1.0, "samples": 4}
     bench = {
-        "inputs": [{"name": "a", "seconds": 11.0, "speech_end_s": 11.0}, {"name": "b", "seconds": 2.6, "speech_end_s": 2.6}],
+        "inputs": [{"name": "a", "seconds": 11.0, "speech_end_s": 11.0},
+                   {"name": "b", "seconds": 2.6, "speech_end_s": 2.6}],
         "v2f_parts_p50_s": {"endpointing": 0.4, "asr": 0.5, "rest": 1.4},
         "concurrency": [{"sessions": n, "turns": 10, "v2f_p50_s": 2.0, "v2f_p95_s": 2.5, "turns_per_min": 5.0}
                         for n in (1, 2, 4)],
@@ -241,7 +244,8 @@ def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, cap
     path.write_text(json.dumps(bench))
     capacity.main(["validate", "--bench", str(path), "--minutes", "10"])
     out = capsys.readouterr().out
-    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    rows = [line.split("|") for line in out.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
     sim_p50 = {int(r[1]): float(r[3]) for r in rows if len(r) > 8}
     assert set(sim_p50) == {1, 2, 4}
     assert sim_p50[1] <= sim_p50[2] <= sim_p50[4]
