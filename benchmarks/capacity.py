@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -45,6 +44,7 @@ GPU_SERVE = ROOT / "clusters" / "gcp-l4" / "serve_config.yaml"
 CLUSTER_YAML = ROOT / "clusters" / "gcp-l4" / "cluster.yaml"
 LOCAL_SERVE = ROOT / "serve_config.yaml"
 NAMES = {"asr": "ASR", "llm": "LLM", "tts": "TTS", "animator": "Animator"}
+NAMES_INV = {v: k for k, v in NAMES.items()}
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -75,9 +75,6 @@ def deployments(serve: dict) -> dict[str, dict]:
                                   "resources": {k: v for k, v in bundle.items() if k not in ("GPU", "CPU")}}
         out["llm"] = d
     return out
-
-
-NAMES_INV = {v: k for k, v in NAMES.items()}
 
 
 def stage_specs(serve: dict, fixed: dict[str, int] | None = None) -> dict[str, StageSpec]:
