@@ -774,12 +774,18 @@ class Sim:
             dep.tick(self.sc.control_period_s, self.sc.metrics_push_s)
         self.loop.after(self.sc.control_period_s, self._control)
 
-    def closed(self, sessions: int, stagger_s: float | None = None, turns: int | None = None) -> "Sim":
-        """`sessions` people talking from the start, their first words spread over `stagger_s`,
-        each for `turns` turns (None: until the run ends)."""
+    def closed(self, sessions: int, stagger_s: float | None = None, turns: int | None = None,
+               spacing_s: float | None = None) -> "Sim":
+        """`sessions` people talking from the start, their first words spread at random over
+        `stagger_s` (or the i-th starting at i x `spacing_s`), each for `turns` turns (None: until
+        the run ends)."""
         spread = stagger_s if stagger_s is not None else 10.0
         for i in range(sessions):
-            Session(self, self.rng.uniform(0, spread) if sessions > 1 else 0.0, turns=turns)
+            if spacing_s is not None:
+                start = i * spacing_s
+            else:
+                start = self.rng.uniform(0, spread) if sessions > 1 else 0.0
+            Session(self, start, turns=turns)
         return self
 
     def arrivals(self, profile: list[tuple[float, float]]) -> "Sim":

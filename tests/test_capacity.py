@@ -242,7 +242,7 @@ def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, cap
     }
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(bench))
-    capacity.main(["validate", "--bench", str(path), "--minutes", "10"])
+    capacity.main(["validate", "--bench", str(path), "--seeds", "5"])
     out = capsys.readouterr().out
     rows = [line.split("|") for line in out.splitlines()
             if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
