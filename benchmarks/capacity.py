@@ -132,7 +132,7 @@ def l4_scenario(inputs: dict, serve: dict | None = None, fixed: dict[str, int] |
                     autoscale=fixed is None)
 
 
-def local_scenario(bench: dict, cores: float = 2.0) -> Scenario:
+def local_scenario(bench: dict, cores: float = 2.0, args_start_load: bool = True) -> Scenario:
     """This machine as `benchmarks/run.py` ran it: the root serve_config.yaml's deployments on one
     node of `cores` cores, with the costs it measured in-process (one call at a time), each request
     keeping as many cores busy as its backend runs threads."""
@@ -175,8 +175,10 @@ def local_scenario(bench: dict, cores: float = 2.0) -> Scenario:
     specs = stage_specs(serve)
     for spec in specs.values():
         spec.role, spec.num_gpus = None, 0.0
+    # A replica Serve adds loads its model on the same cores: 5 s of one core each (the whole graph's
+    # five replicas load and warm up in about 12 s on these 2 cores, README "Quick start").
     return Scenario(costs=costs, stages=specs, node_types=[node], workload=workload, turn=turn,
-                    replica_start_s=10.0)
+                    replica_start_s=5.0, start_demand=1.0 if args_start_load else 0.0)
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -192,7 +194,7 @@ def validate(args) -> int:
     from capacity_model import percentile
 
     bench = json.loads(Path(args.bench).read_text())
-    sc = local_scenario(bench, args.cores)
+    sc = local_scenario(bench, args.cores, not args.free_start)
     rows, worst = [], 0.0
     machine = bench.get("machine", {})
     print(f"Simulated against measured (`{args.bench}`, {machine.get('date', '')}, commit {machine.get('commit', '?')}):\n")
@@ -429,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--bench", type=Path, required=True, help="run.py --json output")
     v.add_argument("--cores", type=float, default=2.0)
     v.add_argument("--seeds", type=int, default=20, help="simulated repetitions of run.py's protocol, pooled")
+    v.add_argument("--free-start", action="store_true", help="replicas Serve adds load without using the cores")
     s = sub.add_parser("simulate", parents=[common], help="one run of the L4 cluster as configured")
     s.add_argument("--sessions", type=int, default=8)
     s.add_argument("--minutes", type=float, default=30.0)

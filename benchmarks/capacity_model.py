@@ -237,10 +237,10 @@ class Node:
         for job in jobs:
             job.done += job.rate * (now - job.last)
             job.last = now
-        demand = sum(r.dep.cost.replica_demand(len(r.jobs)) for r in self.replicas if r.jobs)
+        demand = sum(r.demand() for r in self.replicas if r.jobs)
         share = 1.0 if demand <= self.type.capacity else self.type.capacity / demand
         for r in self.replicas:
-            speed = r.dep.cost.speed(len(r.jobs))
+            speed = 1.0 if r.state == "starting" else r.dep.cost.speed(len(r.jobs))
             for job in r.jobs:
                 job.rate = share * speed
                 job.schedule()
@@ -261,6 +261,12 @@ class Replica:
             self.busy_s += now - self._t
             self.slot_s += len(self.jobs) * (now - self._t)
         self._t = now
+
+    def demand(self) -> float:
+        """A replica loading its model keeps one unit busy (see Scenario.start_demand)."""
+        if self.state == "starting":
+            return self.dep.sim.sc.start_demand
+        return self.dep.cost.replica_demand(len(self.jobs))
 
     @property
     def free(self) -> int:
@@ -298,7 +304,9 @@ class Job:
         while self.i < len(self.marks) and self.marks[self.i][0] <= self.done + 1e-7:
             _, fn = self.marks[self.i]
             self.i += 1
-            if self.i == len(self.marks):
+            if self.i == len(self.marks) and fn is not None and getattr(fn, "loader", False):
+                pass  # a replica's model load: it leaves the replica itself
+            elif self.i == len(self.marks):
                 self.replica.dep.finish(self)
             if fn is not None:
                 fn()
@@ -491,10 +499,27 @@ class Cluster:
         dep.replicas.append(replica)
         if initial:
             replica.state = "running"
+        elif self.sim.sc.start_demand > 0:  # loading takes node time: start_s alone, longer when busy
+            self.sim.loop.at(max(node.ready_at, self.sim.loop.now), self._load, replica)
         else:
             ready = max(node.ready_at, self.sim.loop.now) + dep.start_s
             self.sim.loop.at(ready, dep.became_running, replica)
         return True
+
+    def _load(self, replica: "Replica") -> None:
+        if replica.state != "starting":
+            return
+
+        def loaded() -> None:
+            replica.jobs.remove(job)
+            replica.node.reschedule()
+            replica.dep.became_running(replica)
+
+        loaded.loader = True
+        job = Job(self.sim, [(replica.dep.start_s, loaded)])
+        job.replica, job.last = replica, self.sim.loop.now
+        replica.jobs.append(job)
+        replica.node.reschedule()
 
     def release(self, node: Node) -> None:
         node.idle_event = None
@@ -736,6 +761,7 @@ class Scenario:
     replica_start_s: float = 30.0
     control_period_s: float = 0.5  # Serve's loop runs every 0.1 s; the delays are wall-clock, so coarser is fine
     metrics_push_s: float = 10.0  # RAY_SERVE_{REPLICA,HANDLE}_AUTOSCALING_METRIC_PUSH_INTERVAL_S
+    start_demand: float = 0.0  # node capacity a loading replica keeps busy (0: loading is free)
     autoscale: bool = True
 
 
