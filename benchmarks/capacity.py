@@ -132,7 +132,7 @@ def l4_scenario(inputs: dict, serve: dict | None = None, fixed: dict[str, int] |
                     autoscale=fixed is None)
 
 
-def local_scenario(bench: dict, cores: float = 2.0, args_start_load: bool = True) -> Scenario:
+def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True) -> Scenario:
     """This machine as `benchmarks/run.py` ran it: the root serve_config.yaml's deployments on one
     node of `cores` cores, with the costs it measured in-process (one call at a time), each request
     keeping as many cores busy as its backend runs threads."""
@@ -178,7 +178,7 @@ def local_scenario(bench: dict, cores: float = 2.0, args_start_load: bool = True
     # A replica Serve adds loads its model on the same cores: 5 s of one core each (the whole graph's
     # five replicas load and warm up in about 12 s on these 2 cores, README "Quick start").
     return Scenario(costs=costs, stages=specs, node_types=[node], workload=workload, turn=turn,
-                    replica_start_s=5.0, start_demand=1.0 if args_start_load else 0.0)
+                    replica_start_s=5.0, start_demand=1.0 if start_load else 0.0)
 
 
 # ---- commands -----------------------------------------------------------------------------------

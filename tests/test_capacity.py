@@ -250,3 +250,18 @@ def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, cap
     assert set(sim_p50) == {1, 2, 4}
     assert sim_p50[1] <= sim_p50[2] <= sim_p50[4]
     assert sim_p50[1] > 0.4 + 0.3 + 0.3  # at least endpointing, ASR's fixed part and the first token
+
+
+def test_a_replica_loading_its_model_shares_the_node_with_running_requests():
+    """start_demand: a new replica's 2 s load and a running request, each keeping the one unit of
+    the node busy, go at half speed: the replica is up at 4 s, not 2."""
+    sc = scenario({"asr": StageCost(fixed_s=10.0, demand=1.0)}, capacity_units=1.0,
+                  scaling={"asr": Autoscaling(1, 2)}, replica_start_s=2.0, start_demand=1.0, autoscale=False)
+    sim = Sim(sc)
+    dep = sim.deps["asr"]
+    dep.submit(Job(sim, [(10.0, None)]))
+    dep.scale_to(2)
+    sim.loop.run(3.9)
+    assert len(dep.running()) == 1
+    sim.loop.run(4.1)
+    assert len(dep.running()) == 2 and dep.ongoing == 1  # the load is not a request
