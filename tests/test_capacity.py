@@ -1,0 +1,267 @@
+"""The capacity planner's simulation against cases with known answers: a turn with no queueing is
+the sum of its costs; a queue with Poisson arrivals and fixed service waits as M/D/1 says; requests
+sharing a node or a batch slow down as the model says; the autoscaler is Ray's policy, adds a
+replica under a burst and removes it after the downscale delay; packing never puts more than one
+GPU on a node. Pure Python, seeded: no Ray cluster, no timing."""
+
+import math
+import random
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import capacity  # noqa: E402
+from capacity_model import (  # noqa: E402
+    Autoscaling,
+    Job,
+    NodeType,
+    Policy,
+    Scenario,
+    Sim,
+    StageCost,
+    StageSpec,
+    TurnConfig,
+    Workload,
+)
+
+
+def scenario(costs: dict | None = None, scaling: dict | None = None, capacity_units: float = 100.0,
+             max_ongoing: dict | None = None, **kw) -> Scenario:
+    """Four stages on one node big enough that nothing contends, unless told otherwise."""
+    costs = {"asr": StageCost(fixed_s=0.2, per_audio_s=0.05, demand=0),
+             "llm": StageCost(ttft_s=0.1, tokens_per_s={1: 20.0}, demand=0),
+             "tts": StageCost(fixed_s=0.05, per_audio_s=0.25, demand=0),
+             "animator": StageCost(fixed_s=0.1, per_audio_s=0.5, demand=0), **(costs or {})}
+    scaling = scaling or {}
+    max_ongoing = max_ongoing or {}
+    stages = {s: StageSpec(max_ongoing.get(s, 1), scaling.get(s, Autoscaling(1, 1)), num_gpus=0, num_cpus=0)
+              for s in costs}
+    node = NodeType("one", None, gpus=0, cpus=100, capacity=capacity_units, min_nodes=1, max_nodes=1)
+    return Scenario(costs=costs, stages=stages, node_types=[node], **kw)
+
+
+# ---- a turn alone is the sum of its costs -------------------------------------------------------
+
+
+def test_one_turn_without_queueing_takes_the_sum_of_its_costs():
+    w = Workload(utterance_s=3.0, think_s=0.0, sentences=1, reply_s=2.0, tokens_per_speech_s=5.0, turns=1)
+    turn = TurnConfig(endpointing_s=0.7, hop_s=0.01, first_fragment_s=0.4, fragment_s=1.0)
+    sim = Sim(scenario(workload=w, turn=turn), seed=3).closed(1, turns=1)
+    report = sim.run(60)
+    (r,) = sim.results
+    asr = 0.2 + 0.05 * 3.0
+    llm = 0.1 + (2.0 * 5.0) / 20.0  # the only sentence: 10 tokens at 20 tokens/s
+    tts = 0.05 + 0.25 * 2.0  # the whole sentence in one chunk
+    anim = 0.1 + 0.5 * 0.4  # the first fragment: 0.4 s of audio
+    hops = 5 * 0.01  # four stage calls and the fragment's way back
+    assert r["endpointing_s"] == pytest.approx(0.7)
+    assert r["asr_s"] == pytest.approx(0.01 + asr)
+    assert r["v2f_s"] == pytest.approx(0.7 + asr + llm + tts + anim + hops)
+    assert r["fragments"] == 3  # 2.0 s cut 0.4 + 1.0 + 0.6
+    assert all(max(d.waits) == 0 for d in sim.deps.values())
+    assert report.turns == 1 and report.rejected == 0
+
+
+def test_underruns_appear_only_when_the_animator_is_slower_than_speech():
+    w = Workload(utterance_s=2.0, think_s=0.0, sentences=3, reply_s=9.0)
+    fast, slow = (Sim(scenario({"animator": StageCost(fixed_s=0.1, per_audio_s=rtf, demand=0)}, workload=w), seed=1)
+                  .closed(1, turns=1) for rtf in (0.2, 1.5))
+    fast.run(120)
+    slow.run(120)
+    assert fast.results[0]["underruns"] == 0
+    assert slow.results[0]["underruns"] > 0
+
+
+# ---- queueing and sharing -----------------------------------------------------------------------
+
+
+def test_poisson_arrivals_to_one_fixed_time_server_wait_as_md1_says():
+    """M/D/1 at load 0.5: mean wait rho * D / (2 (1 - rho)) = 0.5 s for D = 1 s."""
+    sim = Sim(scenario(), seed=0)
+    dep, rng, t = sim.deps["asr"], random.Random(7), 0.0
+    for _ in range(40_000):
+        t += rng.expovariate(0.5)
+        sim.loop.at(t, lambda: dep.submit(Job(sim, [(1.0, None)])))
+    sim.loop.run(t + 100)
+    assert len(dep.waits) == 40_000
+    assert sum(dep.waits) / len(dep.waits) == pytest.approx(0.5, rel=0.06)
+
+
+def test_requests_on_a_full_node_share_it():
+    """Two requests of 1 s that each keep the whole node busy finish together at 2 s."""
+    sc = scenario({"asr": StageCost(fixed_s=1.0, demand=1.0), "tts": StageCost(fixed_s=1.0, demand=1.0)},
+                  capacity_units=1.0)
+    sim, ends = Sim(sc), []
+    for stage in ("asr", "tts"):
+        sim.deps[stage].submit(Job(sim, [(1.0, lambda: ends.append(sim.loop.now))]))
+    sim.loop.run(10)
+    assert ends == [pytest.approx(2.0), pytest.approx(2.0)]
+
+
+def test_a_batching_engine_slows_each_stream_as_its_throughput_table_says():
+    """Four streams at 20 tokens/s in all, against 10 alone: each at half speed."""
+    llm = StageCost(tokens_per_s={1: 10.0, 4: 20.0}, demand=0)
+    sim, ends = Sim(scenario({"llm": llm}, max_ongoing={"llm": 8})), []
+    for _ in range(4):
+        sim.deps["llm"].submit(Job(sim, [(1.0, lambda: ends.append(sim.loop.now))]))
+    sim.loop.run(10)
+    assert ends == [pytest.approx(2.0)] * 4
+    assert llm.tokens_at(2) == pytest.approx(40 / 3) and llm.tokens_at(16) == 20.0
+
+
+def test_a_full_replica_queues_and_a_second_one_takes_the_next_request():
+    sc = scenario(scaling={"asr": Autoscaling(2, 2)})
+    sim, ends = Sim(sc), []
+    for _ in range(3):
+        sim.deps["asr"].submit(Job(sim, [(1.0, lambda: ends.append(sim.loop.now))]))
+    sim.loop.run(10)
+    assert ends == [pytest.approx(1.0), pytest.approx(1.0), pytest.approx(2.0)]
+
+
+# ---- autoscaling --------------------------------------------------------------------------------
+
+
+def test_the_policy_decides_as_rays_own_functions_do():
+    """Ray 2.60's scaling factors, delay logic and bounds, on a random walk of load."""
+    from ray.serve.autoscaling_policy import _apply_delay_logic, _apply_scaling_factors
+    from ray.serve.config import AutoscalingConfig
+
+    cfg = dict(min_replicas=1, max_replicas=6, target_ongoing_requests=1.5, upscale_delay_s=3.0,
+               downscale_delay_s=7.0, upscaling_factor=0.8, downscaling_factor=0.5)
+    ray_cfg, ours = AutoscalingConfig(**cfg), Policy(Autoscaling(**cfg))
+    rng, state, target, running = random.Random(11), {}, 1, 1
+    changes = 0
+    for step in range(2000):
+        now = step * 0.5
+        if step % 40 == 0:
+            level = rng.uniform(0, 10)  # the load changes every 20 s
+        total = max(0.0, rng.gauss(level, 1.0))
+        desired = running * (total / (ray_cfg.target_ongoing_requests * running))
+        scaled = _apply_scaling_factors(desired, running, ray_cfg)
+        theirs, state = _apply_delay_logic(max(0, scaled), target, ray_cfg, state, _now=now)
+        theirs = max(cfg["min_replicas"], min(cfg["max_replicas"], theirs))
+        mine = ours.decide(now, running, target, total)
+        assert mine == theirs, step
+        changes += mine != target
+        target = mine
+        running = target if step % 3 == 0 else running  # replicas come up a little later
+    assert changes > 10
+
+
+def test_a_burst_adds_replicas_and_the_quiet_after_it_removes_them_after_the_downscale_delay():
+    scaling = Autoscaling(min_replicas=1, max_replicas=3, target_ongoing_requests=1, upscale_delay_s=5,
+                          downscale_delay_s=60, look_back_period_s=10)
+    w = Workload(utterance_s=1.0, think_s=0.5, sentences=1, reply_s=1.0, turns=3)
+    sc = scenario({"asr": StageCost(fixed_s=1.0, demand=0)}, scaling={"asr": scaling}, workload=w,
+                  metrics_push_s=0, replica_start_s=2.0)
+    sim = Sim(sc, seed=5).arrivals([(0, 1.0), (60, 0.0)])  # a session a second for a minute, then none
+    report = sim.run(600)
+    history = [(0.0, 1)] + sim.deps["asr"].history
+    assert max(n for _, n in history) >= 2 and report.replicas_peak["asr"] >= 2
+    for (t0, n0), (t1, n1) in zip(history, history[1:]):
+        # a wish must last the delay, and the clock starts again after each decision
+        assert t1 - t0 >= (5 if n1 > n0 else 60) - 1e-6, history
+    assert history[-1][1] == 1 and len(sim.deps["asr"].live()) == 1
+    assert history[-1][0] >= 60 + 60  # the burst ended at 60 s; the last step down came a delay later
+    assert report.turns == sim.sessions_done * 3 and report.rejected == 0
+
+
+# ---- packing ------------------------------------------------------------------------------------
+
+
+def test_replicas_never_pack_more_than_one_gpu_onto_a_node():
+    inputs = capacity.l4_inputs()
+    sc = capacity.l4_scenario(inputs)
+    sc.node_types = [replace(t, start_s=30.0) for t in sc.node_types]
+    sim = Sim(sc, seed=2).closed(40)  # far more than the cluster's maximum serves
+    for t in range(60, 1200, 60):
+        sim.run(t)
+        for node in sim.cluster.nodes:
+            used = sum(r.dep.num_gpus for r in node.replicas)
+            assert used <= node.type.gpus + 1e-9 and node.gpus_free >= -1e-9
+    assert max(sim.cluster.peak.values()) > 1  # it did add nodes
+
+
+def test_first_fit_packing_counts_nodes_per_role():
+    specs = capacity.stage_specs(capacity.load_yaml(capacity.GPU_SERVE))
+    one_each = {"asr": 1, "llm": 1, "tts": 1, "animator": 1}
+    assert capacity.nodes_for(one_each, specs) == {"avatar_media": 1, "avatar_llm": 1}  # 0.25 + 0.25 + 0.5
+    more = {"asr": 1, "llm": 2, "tts": 3, "animator": 3}  # 0.25 + 0.75 + 1.5 GPUs: 3 media L4s
+    assert capacity.nodes_for(more, specs) == {"avatar_media": 3, "avatar_llm": 2}
+
+
+def test_the_l4_costs_file_names_a_source_for_every_figure():
+    raw = capacity.load_yaml(capacity.L4_COSTS)
+    figures = []
+
+    def walk(x):
+        if isinstance(x, dict) and "value" in x:
+            figures.append(x)
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+
+    walk(raw)
+    assert len(figures) > 15
+    assert all(f.get("source") for f in figures)
+
+
+def test_a_run_is_the_same_for_the_same_seed():
+    inputs = capacity.l4_inputs()
+    a = Sim(capacity.l4_scenario(inputs), seed=4).closed(6).run(600)
+    b = Sim(capacity.l4_scenario(inputs), seed=4).closed(6).run(600)
+    assert a == b and a.turns > 50 and math.isfinite(a.v2f_p95_s)
+
+
+def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, capsys):
+    """The shape `benchmarks/run.py --json` writes (costs, inputs, concurrency), with made-up numbers:
+    more sessions on the same two cores can only wait longer."""
+    import json
+
+    stage = {"r2": 1.0, "samples": 4}
+    bench = {
+        "inputs": [{"name": "a", "seconds": 11.0, "speech_end_s": 11.0},
+                   {"name": "b", "seconds": 2.6, "speech_end_s": 2.6}],
+        "v2f_parts_p50_s": {"endpointing": 0.4, "asr": 0.5, "rest": 1.4},
+        "concurrency": [{"sessions": n, "turns": 10, "v2f_p50_s": 2.0, "v2f_p95_s": 2.5, "turns_per_min": 5.0}
+                        for n in (1, 2, 4)],
+        "costs": {
+            "asr": {"fixed_s": 0.3, "per_audio_s": 0.02, **stage},
+            "llm": {"fixed_s": 0.25, "per_token_s": 0.035, "first_token_s": 0.3, "tokens_per_speech_s": 4.0, **stage},
+            "tts": {"fixed_s": -0.01, "per_audio_s": 0.06, "first_chunk_s": 0.2, **stage},
+            "animator": {"fixed_s": 0.04, "per_audio_s": 0.13, "first_fragment_s": 0.06, **stage},
+            "endpointing": {"end_silence_s": 0.7},
+            "workload": {"utterance_s": 6.8, "reply_tokens": 79, "reply_speech_s": 19.0, "reply_sentences": 5,
+                         "first_sentence_speech_s": 3.2},
+        },
+        "machine": {"date": "today", "commit": "abc"},
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    capacity.main(["validate", "--bench", str(path), "--seeds", "5"])
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    sim_p50 = {int(r[1]): float(r[3]) for r in rows if len(r) > 8}
+    assert set(sim_p50) == {1, 2, 4}
+    assert sim_p50[1] <= sim_p50[2] <= sim_p50[4]
+    assert sim_p50[1] > 0.4 + 0.3 + 0.3  # at least endpointing, ASR's fixed part and the first token
+
+
+def test_a_replica_loading_its_model_shares_the_node_with_running_requests():
+    """start_demand: a new replica's 2 s load and a running request, each keeping the one unit of
+    the node busy, go at half speed: the replica is up at 4 s, not 2."""
+    sc = scenario({"asr": StageCost(fixed_s=10.0, demand=1.0)}, capacity_units=1.0,
+                  scaling={"asr": Autoscaling(1, 2)}, replica_start_s=2.0, start_demand=1.0, autoscale=False)
+    sim = Sim(sc)
+    dep = sim.deps["asr"]
+    dep.submit(Job(sim, [(10.0, None)]))
+    dep.scale_to(2)
+    sim.loop.run(3.9)
+    assert len(dep.running()) == 1
+    sim.loop.run(4.1)
+    assert len(dep.running()) == 2 and dep.ongoing == 1  # the load is not a request
