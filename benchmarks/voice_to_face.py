@@ -34,10 +34,12 @@ JFK = ROOT / "assets" / "media" / "jfk.flac"
 
 
 def speech_end_s(pcm: np.ndarray) -> float:
-    """Where the clip's last voiced sample is (Silero VAD, no padding)."""
+    """Where the clip's last voiced sample is (Silero VAD, no padding), judged with silence after
+    it as the server hears it (a clip that stops mid-word would otherwise end "at its end")."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    stamps = get_speech_timestamps(pcm, VadOptions(speech_pad_ms=0))
+    padded = np.concatenate([pcm, np.zeros(RATE, np.float32)])
+    stamps = get_speech_timestamps(padded, VadOptions(speech_pad_ms=0))
     if not stamps:
         raise ValueError("no speech in the clip")
     return stamps[-1]["end"] / RATE
