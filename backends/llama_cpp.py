@@ -28,10 +28,13 @@ class LlamaCpp:
         )
         repeat_penalty: float = Field(1.15, ge=1.0, le=2.0, description="small models loop without it")
         n_ctx: int = 2048
-        n_threads: int = Field(2, ge=1, description="threads while writing the reply, token by token")
+        n_threads: int = Field(
+            1, ge=1, description="threads while writing the reply, token by token: one, so that on 2 cores "
+            "TTS and the animator of the first sentence keep a core while the rest is written",
+        )
         n_threads_batch: int | None = Field(
-            None, ge=1, description="threads for reading the prompt (None: n_threads). Reading the prompt "
-            "gates the first token and runs alone; writing runs beside TTS and the animator on the same cores",
+            2, ge=1, description="threads for reading the prompt (None: n_threads); it gates the first token "
+            "and runs alone",
         )
         seed: int = 0
 

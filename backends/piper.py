@@ -42,7 +42,8 @@ class Piper:
             "and with the arena off it left freed blocks that the allocator kept (RSS ~1 GB again)",
         )
         intra_op_threads: int = Field(
-            0, ge=0, description="ONNX Runtime's threads per synthesis (0: its default, one per core)"
+            1, ge=0, description="ONNX Runtime's threads per synthesis (0: one per core). One: it runs beside "
+            "the LLM and the animator on the same cores",
         )
 
     max_concurrency: ClassVar[int] = 1

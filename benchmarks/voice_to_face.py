@@ -39,7 +39,8 @@ def speech_end_s(pcm: np.ndarray) -> float:
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     padded = np.concatenate([pcm, np.zeros(RATE, np.float32)])
-    stamps = get_speech_timestamps(padded, VadOptions(speech_pad_ms=0))
+    # a short min_silence: the default (2 s) would run the last segment on to the padding's end
+    stamps = get_speech_timestamps(padded, VadOptions(speech_pad_ms=0, min_silence_duration_ms=100))
     if not stamps:
         raise ValueError("no speech in the clip")
     return stamps[-1]["end"] / RATE
@@ -127,9 +128,12 @@ async def hands_free(ws_url: str, pcm: np.ndarray, tail_s: float = 4.0, deadline
             while not receiver.done():
                 await ws.send(np.zeros(step, "<i2").tobytes())
                 await asyncio.wait({receiver}, timeout=CHUNK_S)
+                if events and events[-1]["type"] in ("done", "error") and time.perf_counter() - events[-1]["t"] > 3:
+                    break  # a turn ended and nothing followed: the server took the speech as ended earlier
                 if time.perf_counter() - t0 > deadline_s:
                     raise TimeoutError(f"no done within {deadline_s} s: {[e['type'] for e in events]}")
-            await receiver
+            if receiver.done():
+                await receiver  # its error, if any
         finally:
             receiver.cancel()
     return _timed(events, sent_at)
