@@ -333,9 +333,9 @@ def fit(xs: list[float], ys: list[float]) -> dict:
     return {"fixed_s": float(fixed), "slope": float(slope), "r2": r2, "samples": len(xs)}
 
 
-async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats: int) -> tuple[dict, dict, dict]:
+async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats: int) -> tuple[dict, dict]:
     """Per-call cost of each stage, fitted over calls of several sizes, in this process, one at a
-    time; and each stage's real-time factor. Also what the replies were like (the workload)."""
+    time, with what the replies were like (the workload); and each stage's real-time factor."""
     from serve_app.conversation import Conversation
     from serve_app.sentences import SentenceSplitter
 
@@ -413,7 +413,7 @@ async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats:
     }
     rtf = {"asr": sum(asr_y) / sum(asr_x), "llm": sum(llm_y) / sum(speech_of_reply),
            "tts": sum(tts_y) / sum(tts_x), "animator": sum(anim_y) / sum(anim_x)}
-    return cost, rtf, {"replies": replies}
+    return cost, rtf
 
 
 async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[float], sessions: int, turns: int) -> dict:
@@ -561,7 +561,7 @@ async def run(args) -> dict:
 
     # costs and real-time factors: in-process, one call at a time, with the cluster stopped
     sizes = [clips[0][: int(s * 16_000)] for s in (2.5, 5.5)] + clips if not args.quick else clips
-    out["costs"], out["rtf"], extra = await costs(local, cfg, sizes, [*questions, LONG_QUESTION][: 1 + args.questions],
+    out["costs"], out["rtf"] = await costs(local, cfg, sizes, [*questions, LONG_QUESTION][: 1 + args.questions],
                                                   repeats=1 if args.quick else 2)
     out["machine"] = {"date": started_at, "commit": commit(), "cpus": os.cpu_count(),
                       "load_before": [round(x, 2) for x in load_before],
