@@ -28,7 +28,14 @@ class LlamaCpp:
         )
         repeat_penalty: float = Field(1.15, ge=1.0, le=2.0, description="small models loop without it")
         n_ctx: int = 2048
-        n_threads: int = 2
+        n_threads: int = Field(
+            1, ge=1, description="threads while writing the reply, token by token: one, so that on 2 cores "
+            "TTS and the animator of the first sentence keep a core while the rest is written",
+        )
+        n_threads_batch: int | None = Field(
+            2, ge=1, description="threads for reading the prompt (None: n_threads); it gates the first token "
+            "and runs alone",
+        )
         seed: int = 0
 
     max_concurrency: ClassVar[int] = 1  # one context; Serve's router queues the rest
@@ -41,6 +48,7 @@ class LlamaCpp:
             model_path=self._model_path(cfg.model),
             n_ctx=cfg.n_ctx,
             n_threads=cfg.n_threads,
+            n_threads_batch=cfg.n_threads_batch or cfg.n_threads,
             seed=cfg.seed,
             verbose=False,
         )

@@ -41,6 +41,10 @@ class Piper:
             description="ONNX Runtime's memory pattern planning. Off: it pays only for fixed input shapes, "
             "and with the arena off it left freed blocks that the allocator kept (RSS ~1 GB again)",
         )
+        intra_op_threads: int = Field(
+            1, ge=0, description="ONNX Runtime's threads per synthesis (0: one per core). One: it runs beside "
+            "the LLM and the animator on the same cores",
+        )
 
     max_concurrency: ClassVar[int] = 1
     clones_voices: ClassVar[bool] = False
@@ -61,6 +65,7 @@ class Piper:
         options = onnxruntime.SessionOptions()
         options.enable_cpu_mem_arena = cfg.cpu_mem_arena
         options.enable_mem_pattern = cfg.mem_pattern
+        options.intra_op_num_threads = cfg.intra_op_threads
         self.voice = PiperVoice(
             config=PiperConfig.from_dict(json.loads(Path(config).read_text(encoding="utf-8"))),
             session=onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"]),

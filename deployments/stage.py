@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ray import serve
+from ray.serve.exceptions import RayServeException
 
 from avatar_core import registry
 from avatar_core.registry import BackendConfig
@@ -27,11 +28,14 @@ class Stage:
         self.cfg = cfg
         self.backend: Any = registry.build(self.stage, cfg)
         await self.backend.probe()  # warm-up: a user's first turn pays no lazy loading
-        ctx = serve.get_replica_context()
-        name = f"SERVE_REPLICA::{ctx.app_name}#{ctx.deployment}#{ctx.replica_id.unique_id}"
+        try:
+            ctx = serve.get_replica_context()
+            name, deployment = f"SERVE_REPLICA::{ctx.app_name}#{ctx.deployment}#{ctx.replica_id.unique_id}", ctx.deployment
+        except RayServeException:  # built in-process, without Serve (benchmarks/run.py): no board
+            name, deployment = None, self.stage
         self.counters = RequestCounters(name)
         self.health = HealthProbe(self.counters, self.backend.probe, cfg.health_probe_s)
-        log.info("%s ready: backend=%s in %.2fs", ctx.deployment, cfg.backend, time.perf_counter() - started)
+        log.info("%s ready: backend=%s in %.2fs", deployment, cfg.backend, time.perf_counter() - started)
 
     async def check_health(self) -> None:
         await self.health.check(getattr(self, "backend", None))

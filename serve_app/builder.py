@@ -36,3 +36,32 @@ def build_app(args: AppConfig) -> Application:
         stage_app(Animator, "animator", args.animator, storage),
         args,
     )
+
+
+def yaml_deployment_options(path: str | None = None, app: int = 0) -> dict[str, dict]:
+    """A Serve config file's `deployments` options (CPUs, autoscaling, max_ongoing_requests) per
+    deployment name; `serve_config.yaml` by default."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path) if path else Path(__file__).resolve().parent.parent / "serve_config.yaml"
+    config = yaml.safe_load(path.read_text())
+    return {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in config["applications"][app]["deployments"]}
+
+
+def with_options(app: Application, **options) -> Application:
+    """A bound application with Serve deployment options applied to its top deployment, as the
+    YAML's `deployments` section does (Ray has no public call for this on a bound graph)."""
+    return Application(app._bound_deployment.options(**options))
+
+
+def with_deployment_options(app: Application, options: dict[str, dict]) -> Application:
+    """build_app's graph (the ingress bound with its four stages), each deployment with its entry
+    in `options` (e.g. `yaml_deployment_options()`), as `serve run serve_config.yaml` deploys it,
+    for tests and benchmarks that deploy from Python."""
+    ingress = app._bound_deployment
+    stages = [with_options(a, **options[a._bound_deployment.name]) if isinstance(a, Application) else a
+              for a in ingress.init_args]
+    assert {a._bound_deployment.name for a in stages if isinstance(a, Application)} == set(options) - {"Ingress"}
+    return Application(ingress.options(_init_args=tuple(stages), **options["Ingress"]))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 turns token auth on by default
 
@@ -88,35 +87,27 @@ TEST_AUTOSCALING = {"upscale_delay_s": 1, "downscale_delay_s": 8}
 def production_options() -> dict[str, dict]:
     """serve_config.yaml's options per deployment (CPUs, autoscaling, max_ongoing_requests), with
     the test overrides above."""
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    options = {}
-    for d in config["applications"][0]["deployments"]:
-        opts = {k: v for k, v in d.items() if k != "name"}
-        if d["name"] != "Ingress":
+    from serve_app.builder import yaml_deployment_options
+
+    options = yaml_deployment_options()
+    for name, opts in options.items():
+        if name != "Ingress":
             opts["autoscaling_config"] = {**opts["autoscaling_config"], **TEST_AUTOSCALING}
-        options[d["name"]] = opts
     return options
 
 
 def with_options(app, **options):
-    """A bound application with Serve deployment options applied to its top deployment, as the
-    YAML's `deployments` section does (Ray has no public call for this on a bound graph)."""
-    from ray.serve import Application
+    from serve_app.builder import with_options
 
-    return Application(app._bound_deployment.options(**options))
+    return with_options(app, **options)
 
 
 def production_graph(app):
-    """build_app's graph (the ingress bound with its four stages), each deployment with the
-    options serve_config.yaml gives it."""
-    from ray.serve import Application
+    """build_app's graph, each deployment with the options serve_config.yaml gives it (and the
+    test overrides)."""
+    from serve_app.builder import with_deployment_options
 
-    options = production_options()
-    ingress = app._bound_deployment
-    stages = [with_options(a, **options[a._bound_deployment.name]) if isinstance(a, Application) else a
-              for a in ingress.init_args]
-    assert {a._bound_deployment.name for a in stages if isinstance(a, Application)} == set(options) - {"Ingress"}
-    return Application(ingress.options(_init_args=tuple(stages), **options["Ingress"]))
+    return with_deployment_options(app, production_options())
 
 
 @pytest.fixture(scope="session")

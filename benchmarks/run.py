@@ -1,0 +1,678 @@
+"""Where a turn's time goes, on real speech: one entry point for the latency benchmarks.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--json results.json]
+
+Starts Ray and Serve in this process, deploys the graph as `serve run serve_config.yaml` does (its
+`args` and its `deployments` options), measures, and stops them. The inputs are `jfk.flac` (11 s,
+with two mid-sentence pauses) and questions spoken by the embedded Piper voice at run time. Replies
+are greedy (temperature 0), so the graph and the in-process stages write the same words; and each
+client may run more turns at once than the shipped admission allows (all clients here are one IP).
+Printed as markdown tables; `--json PATH` writes the same numbers:
+
+- `v2f_p50_s`, `v2f_p95_s`, `v2f_parts_p50_s` {endpointing, asr, rest}: voice to face, the headline.
+  A client streams each clip over `/ws` as the page does (`benchmarks/voice_to_face.py`), one
+  session, turn after turn; from the last voiced sample sent to the first `segment`.
+- `floor_s`: each stage alone, in-process, on the same utterance: ASR, LLM to the end of the first
+  sentence, TTS to its first chunk, the animator to its first fragment; `floor_parts_s` per stage.
+- `ttfs_s`: time to first segment through the graph (the ingress handle's `run_turn` on the decoded
+  utterance, timed by the caller); `ttfs_over_floor`: median of ttfs / floor over paired runs.
+- `serve_overhead`: ttfs through the graph / ttfs of the same turn code (`serve_app/turn.py`) and the
+  same stage classes composed in this process without Serve, minus 1.
+- `streaming_over_sequential`: first segment of the streamed turn / first segment in the seed
+  system's order (ASR, the whole reply, then TTS and one whole-sentence animation per sentence),
+  through the same stage handles, on a question whose reply has at least four sentences
+  (`sequential_sentences` says how many it had).
+- `underruns`: over one long reply (`long_reply_speech_s`, 30 s of speech or more in a full run),
+  received over `/ws`: fragments that arrive after the previous one has finished playing.
+- `concurrency`: [{sessions, turns, v2f_p50_s, v2f_p95_s, turns_per_min}] for 1, 2 and 4 sessions
+  talking at once over `/ws` (each session: turn after turn, no think time).
+- `rtf` {asr, llm, tts, animator}: compute seconds per second of audio (ASR: heard; TTS and
+  animator: spoken; LLM: of the speech its reply makes).
+- `costs`: the cost model the capacity planner (`benchmarks/capacity.py`) reads, fitted as a line
+  over calls of several sizes, in-process, one call at a time on this machine:
+    {"asr":      {"fixed_s", "per_audio_s"},              # per second of input audio
+     "llm":      {"fixed_s", "per_token_s", "first_token_s", "tokens_per_speech_s"},
+     "tts":      {"fixed_s", "per_audio_s", "first_chunk_s"},   # per second of output audio
+     "animator": {"fixed_s", "per_audio_s", "first_fragment_s"},
+     "endpointing": {"end_silence_s"},
+     "workload": {"utterance_s", "reply_tokens", "reply_speech_s", "reply_sentences",
+                  "first_sentence_speech_s"}}   # medians over this run's inputs
+  each stage entry also has "samples" (calls fitted) and "r2"; every number is in seconds (or
+  tokens) and finite. `machine` says where and when.
+- `first_sentence_first` (not with --quick or --no-ab): the shipped settings against the alternative
+  thread settings in `ALTERNATIVE`, the latter as a second ingress with its own deployments of the
+  stages those settings touch, turns alternating: {"shipped": {"ttfs_s", "ttfs_over_floor"}, "alternative": {...}, "settings": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 turns token auth on by default
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+import voice_to_face as v2f  # noqa: E402
+
+QUESTIONS = [
+    "What is the tallest mountain in the world?",
+    "Could you name three animals that live in the ocean?",
+    "Why is the sky blue?",
+]
+LONG_QUESTION = "Tell me a long story about a brave little dragon who learns to fly."
+# The thread settings compared with the shipped ones (first sentence first, README "Performance"):
+# the seed's, where llama.cpp writes on both cores and Piper's ONNX Runtime takes one thread per
+# core, against the shipped one thread each while writing and speaking.
+ALTERNATIVE = {"llm": {"n_threads": 2, "n_threads_batch": 2}, "tts": {"intra_op_threads": 0}}
+STAGE_NAMES = {"asr": "ASR", "llm": "LLM", "tts": "TTS", "animator": "Animator"}
+
+
+# ---- configuration and the graph ---------------------------------------------------------------
+
+def shipped_args() -> dict:
+    return yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def bench_config(over: dict | None = None):
+    """serve_config.yaml's args, greedy, with room for several sessions from one client."""
+    from avatar_core.config import AppConfig
+
+    args = merge(shipped_args(), {"llm": {"temperature": 0.0},
+                                  "admission": {"max_turns_per_client": 16, "max_sessions_per_client": 16}})
+    return AppConfig.model_validate(merge(args, over or {}))
+
+
+class Graph:
+    """Ray, Serve and the graph, started here and stopped on exit."""
+
+    def __init__(self, cfg):
+        import ray
+        from ray import serve
+
+        from serve_app.builder import build_app, with_deployment_options, yaml_deployment_options
+        from tests.conftest import free_port, wait_healthy
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        self.port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+        self.options = yaml_deployment_options()
+        serve.run(with_deployment_options(build_app(cfg), self.options), name="avatar", route_prefix="/")
+        wait_healthy(self.base_url)
+        self.ingress = serve.get_deployment_handle("Ingress", app_name="avatar")
+        self.stages = {k: serve.get_deployment_handle(n, app_name="avatar") for k, n in STAGE_NAMES.items()}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, app: str = "") -> str:
+        return f"ws://127.0.0.1:{self.port}{'/' + app if app else ''}/ws"
+
+    def second_ingress(self, name: str, cfg, own: tuple[str, ...]):
+        """An ingress with `cfg` at /`name`, with its own deployments of the stages in `own` (built
+        from `cfg`) and the main app's others; its handle."""
+        from ray import serve
+
+        from deployments.animator import Animator
+        from deployments.asr import ASR
+        from deployments.llm import LLM
+        from deployments.tts import TTS
+        from serve_app.builder import stage_app, with_options
+        from serve_app.ingress import Ingress
+        from tests.conftest import wait_healthy
+
+        classes = {"asr": ASR, "llm": LLM, "tts": TTS, "animator": Animator}
+        storage = (str(cfg.storage.dir),)
+        stages = []
+        for stage in STAGE_NAMES:
+            if stage in own:
+                extra = storage if stage in ("tts", "animator") else ()
+                app = stage_app(classes[stage], stage, getattr(cfg, stage), *extra)
+                stages.append(with_options(app, ray_actor_options={"num_cpus": 0, "num_gpus": 0}))
+            else:
+                stages.append(self.stages[stage])
+        ingress = Ingress.options(ray_actor_options={"num_cpus": 0, "num_gpus": 0}).bind(*stages, cfg)
+        serve.run(ingress, name=name, route_prefix=f"/{name}", blocking=False)
+        wait_healthy(f"{self.base_url}/{name}")
+        return serve.get_deployment_handle("Ingress", app_name=name)
+
+    def close(self) -> None:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+# ---- the stages in this process, without Serve --------------------------------------------------
+
+class _Call:
+    def __init__(self, coro):
+        self.task = asyncio.ensure_future(coro)
+
+    def __await__(self):
+        return self.task.__await__()
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+
+class _Stream:
+    def __init__(self, agen):
+        self.agen = agen
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self.agen.__anext__()
+
+    def cancel(self) -> None:
+        async def close():
+            try:
+                await self.agen.aclose()
+            except RuntimeError:  # still running: its consumer's cancellation ends it
+                pass
+
+        asyncio.ensure_future(close())
+
+
+class LocalHandle:
+    """What the turn asks of a DeploymentHandle (`.options(stream=...)`, `.method.remote(...)`,
+    `.cancel()`), answered by a stage object in this process."""
+
+    def __init__(self, obj, stream: bool = False):
+        self._obj, self._stream = obj, stream
+
+    def options(self, stream: bool | None = None, **_) -> "LocalHandle":
+        return LocalHandle(self._obj, self._stream if stream is None else stream)
+
+    def __getattr__(self, name):
+        method, stream = getattr(self._obj, name), self._stream
+
+        class Remote:
+            @staticmethod
+            def remote(*args, **kwargs):
+                return _Stream(method(*args, **kwargs)) if stream else _Call(method(*args, **kwargs))
+
+        return Remote
+
+
+async def local_stages(cfg) -> dict:
+    """The four stage deployments' classes, built here (same backends, same code, no Serve)."""
+    from deployments.animator import Animator
+    from deployments.asr import ASR
+    from deployments.llm import LLM
+    from deployments.tts import TTS
+
+    out = {}
+    for stage, deployment in (("asr", ASR), ("llm", LLM), ("tts", TTS), ("animator", Animator)):
+        cls = deployment.func_or_class
+        obj = cls.__new__(cls)
+        extra = (str(cfg.storage.dir),) if stage in ("tts", "animator") else ()
+        await cls.__init__(obj, getattr(cfg, stage), *extra)
+        out[stage] = obj
+    return out
+
+
+def local_turn_stages(stages: dict, cfg):
+    from serve_app.turn import Stages
+
+    h = {k: LocalHandle(v) for k, v in stages.items()}
+    return Stages.of(h["asr"], h["llm"], h["tts"], h["animator"], cfg)
+
+
+# ---- measurements -------------------------------------------------------------------------------
+
+async def first_segment(events) -> float:
+    """Seconds from now until the first segment event of a turn's event stream (then drained)."""
+    started, first = time.perf_counter(), None
+    async for event in events:
+        if event["type"] == "segment" and first is None:
+            first = time.perf_counter() - started
+        elif event["type"] == "error":
+            raise RuntimeError(event)
+    if first is None:
+        raise RuntimeError("the turn sent no segment")
+    return first
+
+
+async def graph_ttfs(ingress, pcm) -> float:
+    return await first_segment(ingress.options(stream=True).run_turn.remote(pcm))
+
+
+async def local_ttfs(stages, cfg, pcm) -> float:
+    from serve_app.conversation import Conversation
+    from serve_app.turn import Turn
+
+    turn = Turn(local_turn_stages(stages, cfg), cfg, Conversation(id="local"), pcm, "local", {"started": 0})
+    return await first_segment(turn.run())
+
+
+async def floor(stages, cfg, pcm) -> dict:
+    """Each stage alone on this utterance: the parts of the first segment's critical path."""
+    from serve_app.conversation import Conversation
+    from serve_app.sentences import SentenceSplitter
+
+    parts = {}
+    t = time.perf_counter()
+    text = await stages["asr"].transcribe(pcm, "en")
+    parts["asr"] = time.perf_counter() - t
+    messages = Conversation(id="floor").messages(cfg.llm, text)
+    splitter, sentence, t = SentenceSplitter(), None, time.perf_counter()
+    deltas = stages["llm"].chat(messages)
+    async for delta in deltas:
+        if pieces := splitter.push(delta):
+            sentence = pieces[0]
+            break
+    parts["llm"] = time.perf_counter() - t
+    await deltas.aclose()
+    sentence = sentence or " ".join(splitter.flush())
+    t = time.perf_counter()
+    chunks = stages["tts"].stream(sentence)
+    chunk = await anext(chunks)
+    parts["tts"] = time.perf_counter() - t
+    await chunks.aclose()
+    t = time.perf_counter()
+    fragments = stages["animator"].animate(chunk, None, "default", cfg.animator.first_fragment_s, cfg.animator.fragment_s)
+    await anext(fragments)
+    parts["animator"] = time.perf_counter() - t
+    await fragments.aclose()
+    return parts
+
+
+async def sequential_first_segment(handles: dict, cfg, pcm) -> tuple[float, int]:
+    """The seed system's order through the stage handles: ASR, the whole reply, then per sentence
+    TTS and one whole-sentence animation. Seconds to the first segment, and the sentence count."""
+    from serve_app.conversation import Conversation
+    from serve_app.sentences import SentenceSplitter
+
+    started = time.perf_counter()
+    text = await handles["asr"].transcribe.remote(pcm, "en")
+    messages = Conversation(id="sequential").messages(cfg.llm, text)
+    reply = "".join([d async for d in handles["llm"].options(stream=True).chat.remote(messages)])
+    splitter = SentenceSplitter()
+    sentences = splitter.push(reply) + splitter.flush()
+    speech = await handles["tts"].synthesize.remote(sentences[0])
+    async for _ in handles["animator"].options(stream=True).animate.remote(speech, None, "default", 30.0, 30.0):
+        pass  # one fragment: the whole sentence
+    return time.perf_counter() - started, len(sentences)
+
+
+def fit(xs: list[float], ys: list[float]) -> dict:
+    """ys ≈ fixed + slope * xs, least squares, with r²."""
+    x, y = np.asarray(xs, float), np.asarray(ys, float)
+    if len(set(xs)) < 2:
+        return {"fixed_s": float(np.median(y)), "slope": 0.0, "r2": 0.0, "samples": len(xs)}
+    slope, fixed = np.polyfit(x, y, 1)
+    pred = fixed + slope * x
+    ss = float(((y - y.mean()) ** 2).sum())
+    r2 = 1 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else 0.0
+    return {"fixed_s": float(fixed), "slope": float(slope), "r2": r2, "samples": len(xs)}
+
+
+async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats: int) -> tuple[dict, dict]:
+    """Per-call cost of each stage, fitted over calls of several sizes, in this process, one at a
+    time, with what the replies were like (the workload); and each stage's real-time factor."""
+    from serve_app.conversation import Conversation
+    from serve_app.sentences import SentenceSplitter
+
+    asr_x, asr_y = [], []
+    for pcm in clips:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            await stages["asr"].transcribe(pcm, "en")
+            asr_x.append(len(pcm) / 16_000)
+            asr_y.append(time.perf_counter() - t)
+    llm_x, llm_y, first_tok, replies = [], [], [], []
+    for text in texts:
+        messages = Conversation(id="costs").messages(cfg.llm, text)
+        t, n, first = time.perf_counter(), 0, None
+        parts = []
+        async for delta in stages["llm"].chat(messages):
+            first = first or time.perf_counter() - t
+            n += 1
+            parts.append(delta)
+        llm_x.append(n)
+        llm_y.append(time.perf_counter() - t)
+        first_tok.append(first)
+        replies.append("".join(parts).strip())
+    tts_x, tts_y, tts_first, anim_x, anim_y, anim_first = [], [], [], [], [], []
+    speech_of_reply, sentences_of_reply, first_sentence_s = [], [], []
+    for reply in replies:
+        splitter = SentenceSplitter()
+        sentences = splitter.push(reply) + splitter.flush()
+        sentences_of_reply.append(len(sentences))
+        total = 0.0
+        for k, sentence in enumerate(sentences):
+            t, first, pcm, rate = time.perf_counter(), None, [], 22_050
+            async for chunk in stages["tts"].stream(sentence):
+                first = first or time.perf_counter() - t
+                pcm.append(chunk.pcm)
+                rate = chunk.sample_rate
+            tts_y.append(time.perf_counter() - t)
+            tts_first.append(first)
+            seconds = sum(map(len, pcm)) / rate
+            tts_x.append(seconds)
+            total += seconds
+            if k == 0:
+                first_sentence_s.append(seconds)
+            if k < 2:  # the animator: a few sentences are enough for its line
+                from avatar_core.types import Speech
+
+                speech = Speech(np.concatenate(pcm), rate)
+                t, first = time.perf_counter(), None
+                async for _ in stages["animator"].animate(speech, None, "default", 30.0, 30.0):
+                    first = first or time.perf_counter() - t
+                anim_y.append(time.perf_counter() - t)
+                anim_x.append(seconds)
+                t = time.perf_counter()
+                fragments = stages["animator"].animate(speech, None, "default", cfg.animator.first_fragment_s,
+                                                       cfg.animator.fragment_s)
+                await anext(fragments)
+                anim_first.append(time.perf_counter() - t)
+                await fragments.aclose()
+        speech_of_reply.append(total)
+    asr, llm, tts, anim = fit(asr_x, asr_y), fit(llm_x, llm_y), fit(tts_x, tts_y), fit(anim_x, anim_y)
+    med = statistics.median
+    tokens_per_speech_s = sum(llm_x) / sum(speech_of_reply)
+    cost = {
+        "asr": {"fixed_s": asr["fixed_s"], "per_audio_s": asr["slope"], "r2": asr["r2"], "samples": asr["samples"]},
+        "llm": {"fixed_s": llm["fixed_s"], "per_token_s": llm["slope"], "first_token_s": med(first_tok),
+                "tokens_per_speech_s": tokens_per_speech_s, "r2": llm["r2"], "samples": llm["samples"]},
+        "tts": {"fixed_s": tts["fixed_s"], "per_audio_s": tts["slope"], "first_chunk_s": med(tts_first),
+                "r2": tts["r2"], "samples": tts["samples"]},
+        "animator": {"fixed_s": anim["fixed_s"], "per_audio_s": anim["slope"], "first_fragment_s": med(anim_first),
+                     "r2": anim["r2"], "samples": anim["samples"]},
+        "endpointing": {"end_silence_s": cfg.endpointing.end_silence_s},
+        "workload": {"utterance_s": med([len(p) / 16_000 for p in clips]), "reply_tokens": med(llm_x),
+                     "reply_speech_s": med(speech_of_reply), "reply_sentences": med(sentences_of_reply),
+                     "first_sentence_speech_s": med(first_sentence_s)},
+    }
+    rtf = {"asr": sum(asr_y) / sum(asr_x), "llm": sum(llm_y) / sum(speech_of_reply),
+           "tts": sum(tts_y) / sum(tts_x), "animator": sum(anim_y) / sum(anim_x)}
+    return cost, rtf
+
+
+async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[float], sessions: int, turns: int) -> dict:
+    """`sessions` clients talking at once over /ws, each turn after turn, starts staggered."""
+    results: list[v2f.Turn] = []
+
+    async def client(i: int) -> None:
+        await asyncio.sleep(i * 0.5)
+        for k in range(turns):
+            j = (i + k) % len(clips)
+            results.append(await v2f.hands_free(ws_url, clips[j], end_s=ends[j]))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(sessions)))
+    minutes = (time.perf_counter() - started) / 60
+    s = v2f.summary(results)
+    return {"sessions": sessions, "turns": len(results), "v2f_p50_s": s["v2f_p50_s"], "v2f_p95_s": s["v2f_p95_s"],
+            "turns_per_min": len(results) / minutes, "_turns": results}
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+async def spoken(tts, text: str) -> np.ndarray:
+    """A question in the Piper voice, at 16 kHz, with a little silence before it."""
+    from avatar_core.media import resample
+
+    pcm = [c async for c in tts.stream(text)]
+    audio = resample(np.concatenate([c.pcm for c in pcm]), pcm[0].sample_rate, 16_000)
+    return np.concatenate([np.zeros(8_000, np.float32), audio]).astype(np.float32)
+
+
+async def run(args) -> dict:
+    from avatar_core.media import decode_audio
+
+    cfg = bench_config()
+    started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_before = os.getloadavg()
+    local = await local_stages(cfg)  # before Ray: loading models here does not slow the replicas' start
+    questions = QUESTIONS[: args.questions]
+    clips = [decode_audio(v2f.JFK.read_bytes(), 60)] + [await spoken(local["tts"], q) for q in questions]
+    names = ["jfk.flac"] + [f"Piper: {q}" for q in questions]
+    ends = [v2f.speech_end_s(p) for p in clips]
+    out: dict = {"inputs": [{"name": n, "seconds": round(len(p) / 16_000, 2), "speech_end_s": round(e, 2)}
+                            for n, p, e in zip(names, clips, ends)]}
+    graph = Graph(cfg)
+    try:
+        ingress = graph.ingress
+        log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+        for pcm in clips:  # warm: one unmeasured turn per input through each path
+            await graph_ttfs(ingress, pcm)
+            await local_ttfs(local, cfg, pcm)
+        log("warm")
+
+        # floor, through the graph, composed in-process: alternating, paired per input and run
+        rows = []
+        for r in range(args.runs):
+            for i, pcm in enumerate(clips):
+                parts = await floor(local, cfg, pcm)
+                g = await graph_ttfs(ingress, pcm)
+                loc = await local_ttfs(local, cfg, pcm)
+                rows.append({"input": i, "floor": sum(parts.values()), "parts": parts, "graph": g, "local": loc})
+        out["floor_s"] = median([r["floor"] for r in rows])
+        out["floor_parts_s"] = {k: median([r["parts"][k] for r in rows]) for k in STAGE_NAMES}
+        out["ttfs_s"] = median([r["graph"] for r in rows])
+        out["ttfs_local_s"] = median([r["local"] for r in rows])
+        out["ttfs_over_floor"] = median([r["graph"] / r["floor"] for r in rows])
+        out["serve_overhead"] = median([r["graph"] / r["local"] - 1 for r in rows])
+        out["per_input"] = [{"input": names[i], "floor_s": median([r["floor"] for r in rows if r["input"] == i]),
+                             "ttfs_s": median([r["graph"] for r in rows if r["input"] == i]),
+                             "ttfs_local_s": median([r["local"] for r in rows if r["input"] == i])}
+                            for i in range(len(clips))]
+        log("floor", out["floor_s"], out["ttfs_s"])
+
+        # first sentence first: shipped settings against the alternative, alternating
+        if args.ab:
+            alt_cfg = bench_config(ALTERNATIVE)
+            alt = graph.second_ingress("alternative", alt_cfg, own=tuple(ALTERNATIVE))
+            for pcm in clips:
+                await graph_ttfs(alt, pcm)
+            ab = {"shipped": [], "alternative": []}
+            for r in range(args.runs):
+                for i, pcm in enumerate(clips):
+                    f = await floor(local, cfg, pcm)
+                    fl = sum(f.values())
+                    order = (("shipped", ingress), ("alternative", alt))
+                    for name, handle in (order if (r + i) % 2 == 0 else order[::-1]):
+                        ab[name].append((await graph_ttfs(handle, pcm), fl))
+            out["first_sentence_first"] = {
+                name: {"ttfs_s": median([t for t, _ in xs]), "ttfs_over_floor": median([t / f for t, f in xs])}
+                for name, xs in ab.items()}
+            out["first_sentence_first"]["alternative_over_shipped"] = median(
+                [a[0] / s[0] for a, s in zip(ab["alternative"], ab["shipped"])])
+            out["first_sentence_first"]["settings"] = ALTERNATIVE
+            from ray import serve
+
+            serve.delete("alternative")
+            log("ab", out["first_sentence_first"])
+
+        # streaming against the seed system's order, on a reply of several sentences
+        long_pcm = await spoken(local["tts"], LONG_QUESTION)
+        seq, streamed, counts = [], [], []
+        for _ in range(max(1, args.runs // 2 + 1)):
+            streamed.append(await graph_ttfs(ingress, long_pcm))
+            s, n = await sequential_first_segment(graph.stages, cfg, long_pcm)
+            seq.append(s)
+            counts.append(n)
+        out["streaming_over_sequential"] = median([a / b for a, b in zip(streamed, seq)])
+        out["sequential_first_segment_s"], out["streamed_first_segment_s"] = median(seq), median(streamed)
+        out["sequential_sentences"] = min(counts)
+        log("sequential", out["streaming_over_sequential"], counts)
+
+        # underruns over a long reply, received over /ws
+        long_cfg = bench_config({"llm": {"max_tokens": args.long_tokens}})
+        graph.second_ingress("long", long_cfg, own=("llm",))
+        turn = await v2f.hands_free(graph.ws_url("long"), long_pcm)
+        out["underruns"] = turn.underruns()
+        out["long_reply_speech_s"] = sum(s["duration_s"] for s in turn.segments)
+        out["long_reply_fragments"] = len(turn.segments)
+        from ray import serve
+
+        serve.delete("long")
+        log("underruns", out["underruns"], out["long_reply_speech_s"])
+
+        # voice to face, one session, then several at once
+        conc = []
+        for n in args.sessions:
+            turns = args.runs * len(clips) if n == 1 else max(1, args.runs)
+            conc.append(await sessions_at_once(graph.ws_url(), clips, ends, n, turns))
+            log("sessions", n, conc[-1]["v2f_p50_s"])
+        one = next((c for c in conc if c["sessions"] == 1), conc[0])
+        s = v2f.summary(one["_turns"])
+        out["v2f_p50_s"], out["v2f_p95_s"] = s["v2f_p50_s"], s["v2f_p95_s"]
+        out["v2f_parts_p50_s"] = {"endpointing": s["endpointing_p50_s"], "asr": s["asr_p50_s"], "rest": s["rest_p50_s"]}
+        out["v2f_per_input"] = [
+            {"input": names[i], **{k: v for k, v in v2f.summary([t for t, c in zip(one["_turns"], _cycle(len(clips)))
+                                                                  if c == i]).items()}}
+            for i in range(len(clips))]
+        out["concurrency"] = [{k: v for k, v in c.items() if not k.startswith("_")} for c in conc]
+    finally:
+        graph.close()
+
+    # costs and real-time factors: in-process, one call at a time, with the cluster stopped
+    sizes = [clips[0][: int(s * 16_000)] for s in (2.5, 5.5)] + clips if not args.quick else clips
+    out["costs"], out["rtf"] = await costs(local, cfg, sizes, [*questions, LONG_QUESTION][: 1 + args.questions],
+                                                  repeats=1 if args.quick else 2)
+    out["machine"] = {"date": started_at, "commit": commit(), "cpus": os.cpu_count(),
+                      "load_before": [round(x, 2) for x in load_before],
+                      "load_after": [round(x, 2) for x in os.getloadavg()], "quick": args.quick, "runs": args.runs}
+    return out
+
+
+def _cycle(n: int):
+    """The input index of each turn of the one-session run (client 0 takes inputs in order)."""
+    k = 0
+    while True:
+        yield k % n
+        k += 1
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+def tables(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"Benchmarks: {m['date']}, commit {m['commit']}, {m['cpus']} CPUs, load {m['load_before'][0]:.1f} "
+             f"before / {m['load_after'][0]:.1f} after, {'quick, ' if m['quick'] else ''}{m['runs']} runs", ""]
+    p = r["v2f_parts_p50_s"]
+    lines += ["| headline | value | aim |", "|---|---|---|",
+              f"| voice to face p50 / p95 (s) | {r['v2f_p50_s']:.2f} / {r['v2f_p95_s']:.2f} | p50 ≤ 1.0 |",
+              f"| … endpointing / ASR / rest, p50 (s) | {p['endpointing']:.2f} / {p['asr']:.2f} / {p['rest']:.2f} | |",
+              f"| time to first segment through the graph (s) | {r['ttfs_s']:.2f} | |",
+              f"| floor: stages alone, in-process (s) | {r['floor_s']:.2f} | |",
+              f"| ttfs_over_floor | {r['ttfs_over_floor']:.2f} | ≤ 1.15 |",
+              f"| serve_overhead (in-process turn {r['ttfs_local_s']:.2f} s) | {r['serve_overhead']:.3f} | ≤ 0.05 |",
+              f"| streaming_over_sequential ({r['streamed_first_segment_s']:.2f} vs {r['sequential_first_segment_s']:.2f} s, "
+              f"{r['sequential_sentences']} sentences) | {r['streaming_over_sequential']:.2f} | ≤ 0.25 |",
+              f"| underruns ({r['long_reply_fragments']} fragments, {r['long_reply_speech_s']:.1f} s of speech) | "
+              f"{r['underruns']} | 0 |", ""]
+    fp = r["floor_parts_s"]
+    lines += ["| floor part | ASR | LLM to first sentence | TTS first chunk | animator first fragment |",
+              "|---|---|---|---|---|",
+              f"| seconds | {fp['asr']:.2f} | {fp['llm']:.2f} | {fp['tts']:.2f} | {fp['animator']:.2f} |", ""]
+    lines += ["| input | voice to face p50 (s) | endpointing | ASR | rest | ttfs graph (s) | in-process turn (s) | floor (s) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for a, b in zip(r["v2f_per_input"], r["per_input"]):
+        lines.append(f"| {a['input']} | {a['v2f_p50_s']:.2f} | {a['endpointing_p50_s']:.2f} | {a['asr_p50_s']:.2f} | "
+                     f"{a['rest_p50_s']:.2f} | {b['ttfs_s']:.2f} | {b['ttfs_local_s']:.2f} | {b['floor_s']:.2f} |")
+    lines += ["", "| sessions at once | turns | voice to face p50 (s) | p95 (s) | turns/min |", "|---|---|---|---|---|"]
+    for c in r["concurrency"]:
+        lines.append(f"| {c['sessions']} | {c['turns']} | {c['v2f_p50_s']:.2f} | {c['v2f_p95_s']:.2f} | {c['turns_per_min']:.1f} |")
+    c = r["costs"]
+    lines += ["", "| stage | RTF | fixed (s) | per unit (s) | first output (s) | r² (calls) |", "|---|---|---|---|---|---|",
+              f"| ASR | {r['rtf']['asr']:.3f} | {c['asr']['fixed_s']:.3f} | {c['asr']['per_audio_s']:.4f} / audio s | | "
+              f"{c['asr']['r2']:.2f} ({c['asr']['samples']}) |",
+              f"| LLM | {r['rtf']['llm']:.3f} | {c['llm']['fixed_s']:.3f} | {c['llm']['per_token_s']:.4f} / token | "
+              f"{c['llm']['first_token_s']:.3f} | {c['llm']['r2']:.2f} ({c['llm']['samples']}) |",
+              f"| TTS | {r['rtf']['tts']:.3f} | {c['tts']['fixed_s']:.3f} | {c['tts']['per_audio_s']:.4f} / audio s | "
+              f"{c['tts']['first_chunk_s']:.3f} | {c['tts']['r2']:.2f} ({c['tts']['samples']}) |",
+              f"| animator | {r['rtf']['animator']:.3f} | {c['animator']['fixed_s']:.3f} | "
+              f"{c['animator']['per_audio_s']:.4f} / audio s | {c['animator']['first_fragment_s']:.3f} | "
+              f"{c['animator']['r2']:.2f} ({c['animator']['samples']}) |"]
+    if "first_sentence_first" in r:
+        f = r["first_sentence_first"]
+        lines += ["", f"First sentence first: alternative = {json.dumps(f['settings'])}", "",
+                  "| settings | ttfs (s) | ttfs_over_floor |", "|---|---|---|",
+                  f"| shipped | {f['shipped']['ttfs_s']:.2f} | {f['shipped']['ttfs_over_floor']:.2f} |",
+                  f"| alternative | {f['alternative']['ttfs_s']:.2f} | {f['alternative']['ttfs_over_floor']:.2f} |",
+                  f"| alternative / shipped (paired) | {f['alternative_over_shipped']:.2f} | |"]
+    return "\n".join(lines)
+
+
+def finite(value) -> bool:
+    """Every number in a nested result is finite."""
+    if isinstance(value, dict):
+        return all(finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(finite(v) for v in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer runs and inputs: under 5 minutes on 2 cores")
+    parser.add_argument("--json", type=Path, help="write the numbers here too")
+    parser.add_argument("--runs", type=int, help="paired runs per input (default 3; quick 1)")
+    parser.add_argument("--questions", type=int, help="spoken questions besides jfk.flac (default 3; quick 1)")
+    parser.add_argument("--sessions", help="sessions at once, comma-separated (default 1,2,4; quick 1,2)")
+    parser.add_argument("--long-tokens", type=int, help="max_tokens of the underrun reply (default 400; quick 200)")
+    parser.add_argument("--ab", dest="ab", action="store_true", default=None,
+                        help="compare the shipped thread settings with ALTERNATIVE (default: not with --quick)")
+    parser.add_argument("--no-ab", dest="ab", action="store_false")
+    args = parser.parse_args()
+    args.runs = args.runs or (1 if args.quick else 3)
+    args.questions = min(len(QUESTIONS), args.questions if args.questions is not None else (1 if args.quick else 3))
+    args.sessions = [int(s) for s in (args.sessions or ("1,2" if args.quick else "1,2,4")).split(",")]
+    args.long_tokens = args.long_tokens or (200 if args.quick else 400)
+    args.ab = not args.quick if args.ab is None else args.ab
+    result = asyncio.run(run(args))
+    print(tables(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if not finite(result):
+        raise SystemExit("a number came out infinite or NaN")
+
+
+if __name__ == "__main__":
+    main()

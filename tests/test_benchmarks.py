@@ -1,0 +1,52 @@
+"""`benchmarks/run.py` end to end on a tiny budget: its JSON has every number the README and the
+capacity planner read, and each is finite. No timing thresholds: speed lives in its tables."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+STAGES = {"asr", "llm", "tts", "animator"}
+
+
+def numbers(value, path="$"):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from numbers(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from numbers(v, f"{path}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, value
+
+
+def test_run_quick_writes_every_number(tmp_path):
+    out = tmp_path / "bench.json"
+    # jfk.flac only, one run, one session, a short long reply, no A/B: the smallest complete run.
+    # Its own Ray cluster, in a subprocess, as a user runs it.
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--runs", "1", "--questions", "0",
+         "--sessions", "1", "--long-tokens", "40", "--no-ab", "--json", str(out)],
+        check=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )
+    r = json.loads(out.read_text())
+    for key in ("v2f_p50_s", "v2f_p95_s", "floor_s", "ttfs_s", "ttfs_over_floor", "serve_overhead",
+                "streaming_over_sequential", "underruns"):
+        assert isinstance(r[key], (int, float)), key
+    assert r["v2f_p50_s"] <= r["v2f_p95_s"]
+    assert set(r["v2f_parts_p50_s"]) == {"endpointing", "asr", "rest"}
+    assert set(r["floor_parts_s"]) == STAGES
+    assert math.isclose(sum(r["floor_parts_s"].values()), r["floor_s"], rel_tol=1e-6)  # one run: the sum
+    assert [c["sessions"] for c in r["concurrency"]] == [1]
+    assert set(r["concurrency"][0]) >= {"sessions", "v2f_p50_s", "v2f_p95_s", "turns_per_min"}
+    assert set(r["rtf"]) == STAGES
+    costs = r["costs"]
+    assert set(costs) >= STAGES | {"endpointing", "workload"}
+    assert {"fixed_s", "per_audio_s"} <= set(costs["asr"]) and {"fixed_s", "per_token_s"} <= set(costs["llm"])
+    assert costs["workload"]["reply_tokens"] > 0 and r["long_reply_fragments"] > 0
+    assert r["sequential_sentences"] >= 1 and r["inputs"][0]["name"] == "jfk.flac"
+    bad = [(p, v) for p, v in numbers(r) if not math.isfinite(v)]
+    assert not bad, bad
