@@ -63,7 +63,7 @@ class LlamaCpp:
         name = EMBEDDED if model == "embedded" else model
         if name not in MODELS:
             return model
-        if name != "smollm2-135m":
+        if name in split_models.SPLIT_MODELS:
             return str(split_models.path(name))
         from importlib.util import find_spec
 
