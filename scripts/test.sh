@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh test
+scripts/install.sh llm-large  # the optional larger LLMs (1.6 GB), so their test runs too
 scripts/install.sh xtts
 scripts/install.sh vllm
 .venv/bin/python -m pytest "$@"

