@@ -8,8 +8,6 @@ import numpy as np
 import websockets
 
 from avatar_core.media import decode_audio
-from avatar_core.config import EndpointingConfig
-from serve_app.endpointing import Endpointer, SpeechStart, UtteranceEnd
 from tests.conftest import JFK, JFK_WORDS, ROOT, stage_stats
 from tests.segments import decode_segment, image_rgb, shows
 from tests.test_stages import words
@@ -22,19 +20,6 @@ def jfk_pcm16(silence_s: float) -> np.ndarray:
     pcm = decode_audio(JFK.read_bytes(), 60)
     pcm = np.concatenate([pcm, np.zeros(int(silence_s * 16_000), np.float32)])
     return (pcm * 32767).astype("<i2")
-
-
-def test_endpointer_finds_one_utterance_in_real_speech():
-    pcm = jfk_pcm16(2.0)
-    ep = Endpointer(EndpointingConfig(end_silence_s=1.3))
-    events = [e for k in range(0, len(pcm), CHUNK) for e in ep.push(pcm[k : k + CHUNK])]
-    assert [type(e) for e in events] == [SpeechStart, UtteranceEnd]
-    assert 10.0 < len(events[1].pcm) / 16_000 < 12.5  # the whole 11 s speech, not its pauses
-    # the default (0.7 s) takes JFK's 1.1 s pauses as ends of utterances
-    ep = Endpointer(EndpointingConfig())
-    ends = [e for k in range(0, len(pcm), CHUNK) for e in ep.push(pcm[k : k + CHUNK]) if isinstance(e, UtteranceEnd)]
-    assert len(ends) == 3
-    assert Endpointer(EndpointingConfig()).push(np.zeros(16_000, np.int16)) == []  # silence: nothing
 
 
 class Client:
