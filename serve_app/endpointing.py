@@ -64,9 +64,9 @@ class Endpointer:
         self._active = False  # inside speech (hysteresis)
         self._asked = False  # the turn model has judged the current pause
         self._p: float | None = None  # its verdict
-        # What the turn model hears before this utterance: the last one, if the model ended it, and
-        # the pause after it, if speech came back within incomplete_silence_s (the session merges
-        # the two when no answer was sent yet).
+        # The last utterance, if the model ended it, and the pause since, while that is shorter than
+        # incomplete_silence_s: if speech comes back, the turn model hears it all (the session
+        # merges the two when no answer was sent yet).
         self._before: list[np.ndarray] = []
         self._before_n = 0  # of which the last utterance's windows
         self._lead: list[np.ndarray] = []
@@ -108,8 +108,11 @@ class Endpointer:
                     self._before = []
             if p < cfg.threshold:
                 return []
-            self._lead = self._before[: len(self._before) - len(self._pre_roll)]
-            self._speech, self._pre_roll, self._before = self._pre_roll, [], []
+            # After a speculative end the new utterance starts where that one ended, pause and all:
+            # merged, the two are the recording itself, as one utterance would have been.
+            start = self._before[self._before_n :] or self._pre_roll
+            self._lead = self._before[: self._before_n]
+            self._speech, self._pre_roll, self._before = start, [], []
             self._active, self._voiced, self._silent, self._asked = True, 1, 0, False
             return []
         self._speech.append(window)
