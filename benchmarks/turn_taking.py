@@ -48,7 +48,7 @@ def piper(text: str) -> np.ndarray:
         return [s async for s in Piper(Piper.Config()).stream(text, None, "default", "en")]
 
     chunks = asyncio.run(speak())
-    return resample(np.concatenate([c.pcm for c in chunks]), chunks[0].rate, RATE)
+    return resample(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate, RATE)
 
 
 def offline(clips: dict[str, np.ndarray]) -> None:
