@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from avatar_core.config import EndpointingConfig  # noqa: E402
-from benchmarks.voice_to_face import JFK, clip, hands_free, speech_end_s, summary  # noqa: E402
+from benchmarks.voice_to_face import JFK, clip, hands_free, summary  # noqa: E402
 from serve_app.endpointing import RATE, Endpointer, UtteranceEnd  # noqa: E402
 
 QUESTION = "What is the capital of France?"
@@ -38,6 +38,14 @@ CONFIGS = {
     "silence 1.8 s (tests before)": EndpointingConfig(turn_model="none", end_silence_s=1.8),
     "smart-turn (now)": EndpointingConfig(),
 }
+
+
+def speech_end_s(pcm: np.ndarray) -> float:
+    """The last voiced sample (Silero VAD, unpadded, pauses from 0.2 s): with its default 2 s minimum
+    silence the VAD would run JFK's last word on to the end of the clip."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    return get_speech_timestamps(pcm, VadOptions(min_silence_duration_ms=200, speech_pad_ms=0))[-1]["end"] / RATE
 
 
 def piper(text: str) -> np.ndarray:
@@ -101,7 +109,8 @@ def live(clips: dict[str, np.ndarray], runs: int) -> None:
             asyncio.run(hands_free(urls["smart-turn (now)"], pcm))  # warm-up, not counted
             for _ in range(runs):
                 for label, url in urls.items():
-                    turns.setdefault((name, label), []).append(asyncio.run(hands_free(url, pcm)))
+                    turn = asyncio.run(hands_free(url, pcm, end_s=speech_end_s(pcm)))
+                    turns.setdefault((name, label), []).append(turn)
         print(f"\nVoice to face over /ws, real-time 20 ms PCM, {runs} turns each, alternating (s)\n")
         print("| clip | config | v2f p50 | v2f p95 | endpointing p50 | ASR p50 | rest p50 | utterance_end events |")
         print("|---|---|---|---|---|---|---|---|")

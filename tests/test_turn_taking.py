@@ -96,7 +96,7 @@ def test_plain_silence_timer_needs_a_long_silence_for_one_utterance():
     assert Endpointer(EndpointingConfig()).push(np.zeros(RATE, np.int16)) == []  # silence: nothing
 
 
-def test_a_finished_question_ends_after_the_short_silence_an_unfinished_one_waits():
+def test_a_finished_question_ends_after_the_short_silence():
     cfg = EndpointingConfig()
     question = piper_pcm16("What is the capital of France?", 3.0)
     last_voiced = speech_spans(question)[-1][1]
@@ -107,11 +107,6 @@ def test_a_finished_question_ends_after_the_short_silence_an_unfinished_one_wait
     (timer,) = ends(endpoint(EndpointingConfig(turn_model="none"), question))
     assert timer.at_s - end.at_s > 0.4  # the default silence timer (0.7 s) ends it later
 
-    unfinished = piper_pcm16("What is the capital of", 3.0)
-    last_voiced = speech_spans(unfinished)[-1][1]
-    (end,) = ends(endpoint(cfg, unfinished))
-    assert not end.speculative and end.p_complete < cfg.turn_threshold
-    assert cfg.incomplete_silence_s <= end.at_s - last_voiced < cfg.incomplete_silence_s + 0.25
 
 
 def test_a_speculative_turn_is_cancelled_and_merged_when_the_speaker_goes_on(serve_app, handles):
