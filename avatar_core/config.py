@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, model_validator
 
@@ -120,14 +120,34 @@ class StorageConfig(_Strict):
 
 
 class EndpointingConfig(_Strict):
-    """Server-side end-of-utterance detection (Silero VAD) for hands-free streaming."""
+    """Server-side end-of-utterance detection for hands-free streaming: Silero VAD finds speech and
+    pauses; at each pause the turn model (Smart Turn v3.2) says whether the speaker is done."""
 
+    turn_model: Literal["smart-turn", "none"] = Field(
+        "smart-turn", description="none: every pause of end_silence_s ends the utterance"
+    )
+    turn_model_path: Path | None = Field(
+        None, description="the Smart Turn ONNX file; None: where scripts/fetch_smart_turn.sh puts it"
+    )
+    turn_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="the model's P(complete) that ends a turn")
+    turn_silence_s: float = Field(
+        0.2, gt=0.0, description="silence after which the model is asked; 'complete' ends the utterance then"
+    )
+    incomplete_silence_s: float = Field(
+        2.0, gt=0.0, description="silence that ends an utterance the model called incomplete"
+    )
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="speech probability that starts speech")
     neg_threshold: float = Field(0.35, gt=0.0, lt=1.0, description="below this, speech has paused")
     min_speech_s: float = Field(0.25, ge=0.0, description="shorter bursts are noise, not a turn")
-    end_silence_s: float = Field(0.7, gt=0.0, description="silence that ends an utterance")
+    end_silence_s: float = Field(0.7, gt=0.0, description="silence that ends an utterance (turn_model: none)")
     pre_roll_s: float = Field(0.3, ge=0.0, description="audio kept from before speech started")
     max_utterance_s: float = Field(30.0, gt=1.0, description="an utterance is cut here and sent")
+
+    @model_validator(mode="after")
+    def _pauses_in_order(self) -> "EndpointingConfig":
+        if self.incomplete_silence_s < self.turn_silence_s:
+            raise ValueError("incomplete_silence_s must be at least turn_silence_s")
+        return self
 
 
 class SessionConfig(_Strict):

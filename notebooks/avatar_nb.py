@@ -27,13 +27,11 @@ STAGES = ("ASR", "LLM", "TTS", "Animator")
 
 def notebook_config(storage_dir: str | None = None):
     """The app as the notebooks start it: the defaults, but greedy decoding (the pipelined and the
-    sequential turn then write the same reply), a longer end-of-utterance silence (JFK pauses 1.1 s
-    between phrases, which the 0.7 s default would take as three turns), and a fresh upload dir."""
+    sequential turn then write the same reply), and a fresh upload dir."""
     from avatar_core.config import AppConfig
 
     return AppConfig.model_validate({
         "llm": {"temperature": 0.0},
-        "endpointing": {"end_silence_s": 1.8},
         "storage": {"dir": storage_dir or tempfile.mkdtemp(prefix="avatar-notebook-")},
     })
 

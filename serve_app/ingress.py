@@ -23,7 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import FormData, UploadFile
 
 from avatar_core.media import MediaError, decode_audio
-from serve_app import security
+from serve_app import security, turn_model
 from serve_app.cache import LruCache
 from avatar_core.config import AppConfig
 from serve_app.errors import http_error, install_handlers
@@ -75,9 +75,13 @@ class Ingress:
         self.avatar_lib = Library(self.cfg.storage.dir, "avatars", ".png")
         self.voice_lib = Library(self.cfg.storage.dir, "voices", ".wav")
         # Both transports count here, through Turn: started, then one outcome each; barge-ins too.
+        # Hands-free turns started at a pause the turn model called the end, and those of them
+        # cancelled because the user went on (their audio merged into the next utterance).
         self.turn_counts = {
-            "started": 0, "completed": 0, "failed": 0, "no_speech": 0, "cancelled": 0, "barge_in": 0
+            "started": 0, "completed": 0, "failed": 0, "no_speech": 0, "cancelled": 0, "barge_in": 0,
+            "speculative_started": 0, "speculative_cancelled": 0,
         }
+        turn_model.for_config(self.cfg.endpointing)  # a missing model fails the deploy, not a session
         self._status: tuple[float, dict] | None = None
 
     def check_choice(self, avatar_id: str, voice_id: str, language: str) -> tuple[str, str] | None:
@@ -199,7 +203,8 @@ class Ingress:
 
     @app.get("/api/v1/stats")
     async def stats(self) -> JSONResponse:
-        """Turns this ingress replica started, completed, failed and cancelled (barge-ins among them)."""
+        """Turns this ingress replica started, completed, failed and cancelled (barge-ins among them),
+        and the hands-free turns started speculatively and cancelled because the user went on."""
         return JSONResponse({"turns": self.turn_counts})
 
     # ---- avatars and voices --------------------------------------------------------------

@@ -49,6 +49,12 @@ def _get() -> dict | None:
                 "turns": Counter(
                     "avatar_turns", description="Turns by outcome", tag_keys=("outcome",)
                 ),
+                "speculative": Counter(
+                    "avatar_speculative_turns",
+                    description="Hands-free turns started at a pause the turn model called the end "
+                    "(started), and of those, cancelled because the user went on (cancelled)",
+                    tag_keys=("event",),
+                ),
             }
         except Exception as exc:  # never let telemetry break a turn
             log.warning("metrics disabled: %s", exc)
@@ -74,3 +80,8 @@ def count_rejection(reason: str) -> None:
 def count_turn(outcome: str) -> None:
     if m := _get():
         m["turns"].inc(tags={"outcome": outcome})
+
+
+def count_speculative(event: str) -> None:
+    if m := _get():
+        m["speculative"].inc(tags={"event": event})

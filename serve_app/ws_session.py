@@ -12,7 +12,8 @@ Client -> server
        those sentences (and "…")
   text {"type": "cancel"} | {"type": "ping"}
 Server -> client
-  JSON events: session, settings, speech_start {barge_in}, utterance_end, cancelled {reason, merged:
+  JSON events: session, settings, speech_start {barge_in}, utterance_end {duration_s, speculative:
+  the turn model called it complete after a short pause}, cancelled {reason, merged:
   the next utterance continues this one and its transcript repeats it}, the
   turn's events (turn, transcript, reply, segment, done, error), pong; every "segment" and "idle"
   event is followed at once by one binary message with its media bytes.
@@ -30,6 +31,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from avatar_core.media import MediaError, decode_audio
+from serve_app import metrics
 from serve_app.admission import Overloaded
 from serve_app.endpointing import RATE, Endpointer, SpeechStart, UtteranceEnd
 from serve_app.security import client_of
@@ -54,6 +56,7 @@ class WsSession:
         self.cfg = ingress.cfg
         self.turn: asyncio.Task | None = None
         self.turn_spoke = False  # the running turn has sent speech
+        self.turn_speculative = False  # it started at a pause the turn model called the end
         self.last_pcm: np.ndarray | None = None  # the running turn's utterance
         self.carry: np.ndarray | None = None  # speech of a turn interrupted before it spoke
         self.turn_id = ""  # the latest turn and the sentences it sent, in order
@@ -108,7 +111,8 @@ class WsSession:
             if sum(map(len, self.ptt)) > self.cfg.limits.max_audio_s * RATE:
                 await self.end_ptt()
             return
-        for event in self.endpointer.push(chunk):
+        # In a thread: at a pause the turn model takes tens of ms, which would stall every session.
+        for event in await asyncio.to_thread(self.endpointer.push, chunk):
             if isinstance(event, SpeechStart):
                 barge_in = self.turn is not None and not self.turn.done()
                 await self.send({"type": "speech_start", "barge_in": barge_in})
@@ -118,16 +122,23 @@ class WsSession:
                     merged = not self.turn_spoke
                     if merged:
                         self.carry = self.last_pcm
+                        if self.turn_speculative:  # started early, and the user was not done
+                            self.ingress.turn_counts["speculative_cancelled"] += 1
+                            metrics.count_speculative("cancelled")
                     await self.cancel_turn("barge_in", merged=merged)
             elif isinstance(event, UtteranceEnd):
-                await self.utterance(event.pcm)
+                await self.utterance(event.pcm, event.speculative)
 
-    async def utterance(self, pcm: np.ndarray) -> None:
+    async def utterance(self, pcm: np.ndarray, speculative: bool = False) -> None:
         if self.carry is not None:
             pcm, self.carry = np.concatenate([self.carry, pcm]), None
-        await self.send({"type": "utterance_end", "duration_s": round(len(pcm) / RATE, 2)})
+        event = {"type": "utterance_end", "duration_s": round(len(pcm) / RATE, 2), "speculative": speculative}
+        await self.send(event)
         await self.cancel_turn("new_turn")
-        await self.start_turn(pcm)
+        if await self.start_turn(pcm) and speculative:
+            self.turn_speculative = True
+            self.ingress.turn_counts["speculative_started"] += 1
+            metrics.count_speculative("started")
 
     async def end_ptt(self) -> None:
         chunks, self.ptt = self.ptt or [], None
@@ -195,15 +206,16 @@ class WsSession:
 
     # ---- turns ---------------------------------------------------------------------------
 
-    async def start_turn(self, pcm: np.ndarray) -> None:
+    async def start_turn(self, pcm: np.ndarray) -> bool:
         try:  # callers cancel this session's running turn first, which frees its slot
             slot = self.ingress.gate.admission.acquire("turn", client_of(self.websocket.scope))
         except Overloaded as exc:
             await self.send(error_event("overloaded", str(exc)))
-            return
-        self.last_pcm, self.turn_spoke = pcm, False
+            return False
+        self.last_pcm, self.turn_spoke, self.turn_speculative = pcm, False, False
         self.turn = asyncio.create_task(self.run(pcm))
         self.turn.add_done_callback(lambda _, s=slot: s.release())
+        return True
 
     async def run(self, pcm) -> None:
         turn_id = self.turn_id = new_id()

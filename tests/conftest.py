@@ -52,9 +52,8 @@ STORAGE = Path(tempfile.mkdtemp(prefix="avatar-test-storage-"))
 def app_config():
     """The app's config for tests: the defaults, but greedy decoding so replies are reproducible;
     an upload cap below the proxy's 16 MiB WebSocket frame limit so the app's own check is reachable;
-    a fresh upload directory; and a longer end-of-utterance silence: JFK pauses 1.1 s between
-    phrases (longer after the browser's noise suppression), which the 0.7 s default would rightly
-    take as three turns."""
+    and a fresh upload directory. Hands-free turns end with the default turn model (Smart Turn):
+    JFK's pauses do not split his sentence into turns (tests/test_turn_taking.py)."""
     from avatar_core.config import AppConfig
 
     return AppConfig.model_validate(
@@ -62,7 +61,6 @@ def app_config():
             "llm": {"temperature": 0.0},
             "limits": {"max_upload_bytes": TEST_MAX_UPLOAD},
             "storage": {"dir": str(STORAGE)},
-            "endpointing": {"end_silence_s": 1.8},
         }
     )
 
