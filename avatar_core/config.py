@@ -9,6 +9,7 @@ backends.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,6 +20,13 @@ from avatar_core import registry
 from avatar_core.registry import BackendConfig
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def model_cache() -> Path:
+    """Where the install scripts put what they fetch or build once, outside the checkout (the
+    llama.cpp wheel, models joined from PyPI parts, the turn model, the vLLM conversion): the XDG
+    cache, as pip and the scripts in scripts/ use it."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "talking-avatar"
 
 
 class _Strict(BaseModel):

@@ -8,7 +8,6 @@ call `path(name)`, which never downloads and says how to install a model that is
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +54,9 @@ SPLIT_MODELS: dict[str, SplitModel] = {
 
 def cache_dir() -> Path:
     """Beside the cached llama.cpp wheel and the vLLM conversion."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "talking-avatar" / "models"
+    from avatar_core.config import model_cache
+
+    return model_cache() / "models"
 
 
 def folder(name: str) -> Path:

@@ -15,14 +15,13 @@ the GPU configuration.
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from avatar_core.config import LlmConfig
+from avatar_core.config import LlmConfig, model_cache
 from avatar_core.registry import register
 from avatar_core.types import Message
 
@@ -39,8 +38,7 @@ def embedded_gguf() -> Path:
 def embedded_model_dir() -> Path:
     """Where `scripts/convert_smollm2.py` puts SmolLM2 as a Hugging Face folder: outside the checkout,
     beside the cached llama.cpp wheel."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "talking-avatar" / EMBEDDED_NAME
+    return model_cache() / EMBEDDED_NAME
 
 
 class _Strict(BaseModel):

@@ -166,13 +166,17 @@ class Ingress:
         conv = self.sessions.get(session_id) or Conversation(id=session_id)
         conv.avatar_id, conv.voice_id, conv.language = avatar_id, voice_id, language
         self.sessions.put(session_id, conv)
-        pcm = np.asarray(audio, np.float32).reshape(-1)
-        turn = Turn(self.stages, self.cfg, conv, pcm, new_id(), self.turn_counts)
-        async for event in turn.run():
-            event["at"] = round(turn.timings.elapsed(), 4)
-            if event["type"] == "done":
-                event["spans"] = turn.timings.spans
-            yield event
+        turn = Turn(self.stages, self.cfg, conv, audio, new_id(), self.turn_counts)
+        async with aclosing(turn.run()) as events:  # a caller that stops early cancels the stages now
+            try:
+                async for event in events:
+                    event["at"] = round(turn.timings.elapsed(), 4)
+                    if event["type"] == "done":
+                        event["spans"] = turn.timings.spans
+                    yield event
+            except Exception:
+                turn.outcome = "failed"  # counted as such when the turn closes
+                raise
 
     # ---- status and page -------------------------------------------------------------------
 

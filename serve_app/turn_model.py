@@ -15,7 +15,6 @@ wheel's LICENSE beside the model.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,8 +30,9 @@ MODEL_FILE = "smart-turn-v3.2-cpu.onnx"
 
 def default_path() -> Path:
     """Where scripts/fetch_smart_turn.sh puts the model (beside the llama.cpp wheel cache)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "talking-avatar" / "smart-turn" / MODEL_FILE
+    from avatar_core.config import model_cache
+
+    return model_cache() / "smart-turn" / MODEL_FILE
 
 
 def for_config(cfg: "EndpointingConfig") -> "SmartTurn | None":
