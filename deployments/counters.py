@@ -34,8 +34,12 @@ class StageBoard:
 
 
 def board():
+    """The board, created by the first replica that counts, on the head node: a detached actor on a
+    GPU worker would keep that node busy for good, and the cluster autoscaler would never give it
+    back (tests/test_cluster_autoscaling.py)."""
     return StageBoard.options(
-        name=BOARD, namespace="avatar", get_if_exists=True, lifetime="detached"
+        name=BOARD, namespace="avatar", get_if_exists=True, lifetime="detached",
+        resources={"node:__internal_head__": 0.001},
     ).remote()
 
 

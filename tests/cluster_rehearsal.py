@@ -29,6 +29,13 @@ def node_types() -> dict:
     return load(CLUSTER_YAML)["available_node_types"]
 
 
+def controller_env() -> dict[str, str]:
+    """The Serve settings cluster.yaml's head starts Ray with (`VAR=value ray start --head`): the
+    controller, started from the head, reads them from its environment."""
+    (start,) = (c for c in load(CLUSTER_YAML)["head_start_ray_commands"] if "ray start --head" in c)
+    return dict(word.split("=", 1) for word in start.split() if word.startswith("RAY_SERVE_"))
+
+
 def llm_actor_options(llm: dict) -> dict:
     """What Ray's vLLM server asks for (its placement bundle, accelerator type and replica options),
     written as a plain deployment's options, for the embedded LLM that stands in its place."""

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from serve_app.conversation import Conversation
-from tests.cluster_rehearsal import deploy, load, CLUSTER_YAML, nodes, rehearsal_config, replicas, role, wait_running
+from tests.cluster_rehearsal import deploy, load, CLUSTER_YAML, controller_env, nodes, rehearsal_config, replicas, role, wait_running
 from tests.conftest import free_port, wait_healthy
 from tests.test_turn import check_segments_match_reply
 
@@ -102,8 +102,10 @@ def autoscaling_cluster():
     config = tmp / "autoscaling.json"
     config.write_text(json.dumps(fake_autoscaling_config(f"{get_node_ip_address()}:{port}")))
     head = dict(load(CLUSTER_YAML)["available_node_types"][load(CLUSTER_YAML)["head_node_type"]]["resources"])
-    saved = {k: os.environ.get(k) for k in ("RAY_FAKE_CLUSTER", "AUTOSCALER_UPDATE_INTERVAL_S")}
-    os.environ.update({"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})  # the monitor reads them
+    env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",  # the monitor reads these
+           **controller_env(), "RAY_SERVE_NODE_COMPACTION_DELAY_S": "5"}  # the controller these (5 s, not 5 min)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     cluster = Cluster(initialize_head=True, head_node_args={
         "gcs_server_port": port, "num_cpus": head.pop("CPU"), "num_gpus": head.pop("GPU", 0),
         "autoscaling_config": str(config), "include_dashboard": False,
@@ -139,6 +141,24 @@ def autoscaling_cluster():
 
 def media_nodes() -> int:
     return sum(1 for n in nodes().values() if role(n["resources"]) == "l4_media")
+
+
+def media_node_activity() -> dict[str, dict]:
+    """Why Ray counts each media node busy (what `ray status -v` prints): the raylet's own reasons,
+    and the actors on it."""
+    import ray
+    from ray._private.state import actors
+    from ray._raylet import GcsClient
+    from ray.autoscaler.v2.sdk import get_cluster_resource_state
+
+    state = get_cluster_resource_state(GcsClient(address=ray.get_runtime_context().gcs_address))
+    alive = [a for a in actors().values() if a["State"] == "ALIVE"]
+    media = {i for i, n in nodes().items() if role(n["resources"]) == "l4_media"}
+    return {
+        n.node_id.hex()[-8:]: {"activity": list(n.node_activity),
+                               "actors": [a["ActorClassName"] for a in alive if a["Address"]["NodeID"] == n.node_id.hex()]}
+        for n in state.node_states if n.node_id.hex() in media
+    }
 
 
 def running(name: str) -> int:
@@ -210,6 +230,6 @@ def test_a_burst_scales_replicas_and_l4_nodes_out_then_both_back_in(autoscaling_
         shape = (media_nodes(), {n: running(n) for n in ("ASR", "TTS", "Animator")})
         if shape == (1, {"ASR": 1, "TTS": 1, "Animator": 1}):
             break
-        assert time.monotonic() < deadline, f"did not scale back in: {shape}"
+        assert time.monotonic() < deadline, f"did not scale back in: {shape}; {media_node_activity()}"
         time.sleep(1)
     print(f"scale-in: one media node and one replica a stage {time.monotonic() - stopped:.0f} s after the load stopped")

@@ -12,12 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster_rehearsal import deploy, node_types, nodes, rehearsal_config, replicas, role, wait_running
+from tests.cluster_rehearsal import controller_env, deploy, node_types, nodes, rehearsal_config, replicas, role, wait_running
 from tests.conftest import JFK_WORDS, stage_stats, wait_healthy
 from tests.test_stages import words
 from tests.test_turn import check_segments_match_reply, post_turn
 
 pytestmark = pytest.mark.cluster
+SERVE_ACTORS = {"ServeController", "ProxyActor"}
 
 
 def add_fake_node(cluster, node_type: str):
@@ -37,6 +38,9 @@ def rehearsal():
     types = node_types()
     head = dict(types["ray_head"]["resources"])
     storage = Path(tempfile.mkdtemp(prefix="avatar-cluster-storage-"))
+    env = pytest.MonkeyPatch()
+    for key, value in controller_env().items():  # the Serve settings the real head starts with
+        env.setenv(key, value)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": head.pop("CPU"), "num_gpus": head.pop("GPU", 0), "include_dashboard": False},
@@ -60,10 +64,13 @@ def rehearsal():
         finally:
             ray.shutdown()
             cluster.shutdown()
+            env.undo()
             shutil.rmtree(storage, ignore_errors=True)
 
 
 def test_every_gpu_stage_runs_on_an_l4_worker_and_the_fractions_fit(rehearsal):
+    from ray._private.state import actors
+
     alive = nodes()
     placed = replicas()
     gpu_per_node: dict[str, float] = {}
@@ -81,6 +88,10 @@ def test_every_gpu_stage_runs_on_an_l4_worker_and_the_fractions_fit(rehearsal):
     roles = {name: {role(alive[r["node_id"]]["resources"]) for r in reps} for name, reps in placed.items()}
     assert roles == {"Ingress": {"head"}, "ASR": {"l4_media"}, "TTS": {"l4_media"}, "Animator": {"l4_media"},
                      "LLM": {"l4_llm"}}
+    # and no actor of ours beside them keeps an L4 node busy (the autoscaler gives back only idle nodes)
+    ours = [a for a in actors().values() if a["State"] == "ALIVE" and a["ActorClassName"] not in SERVE_ACTORS
+            and not a["ActorClassName"].startswith("ServeReplica:")]
+    assert ours and all(alive[a["Address"]["NodeID"]]["head"] for a in ours), ours
     print("placement:", json.dumps({n: [r["node_id"][:8] for r in reps] for n, reps in placed.items()}))
 
 
@@ -92,10 +103,15 @@ def test_a_turn_runs_across_the_nodes(rehearsal, jfk_bytes):
 
 
 def test_a_worker_node_killed_mid_turn_fails_that_turn_clearly_then_the_next_succeeds(rehearsal, jfk_bytes):
-    """A spare media node joins; the node running the animator dies while it renders this turn."""
+    """Spare media nodes join; the node running the animator dies while it renders this turn.
+
+    Two spares: the replicas Serve added under the earlier turns' load (ASR and TTS scale out at
+    0.7 requests a replica) may already fill one, and the dead node's replicas need room besides.
+    On GCP the cluster autoscaler would add that room; this rehearsal has none."""
     cluster, workers = rehearsal["cluster"], rehearsal["workers"]
-    spare = add_fake_node(cluster, "l4_media")
-    workers[spare.node_id] = spare
+    for _ in range(2):
+        spare = add_fake_node(cluster, "l4_media")
+        workers[spare.node_id] = spare
     (animator,) = replicas()["Animator"]
     victim = workers[animator["node_id"]]
     on_victim = {name for name, reps in replicas().items() for r in reps if r["node_id"] == victim.node_id}
@@ -116,8 +132,11 @@ def test_a_worker_node_killed_mid_turn_fails_that_turn_clearly_then_the_next_suc
     assert events[-1]["type"] == "error" and events[-1]["code"] == "stage_failed", events[-1]
     assert any(stage.lower() in events[-1]["message"].lower() for stage in on_victim), (events[-1], on_victim)
 
-    deadline = time.monotonic() + 180
-    while True:  # Serve replaces the lost replicas on the nodes that remain
+    # Serve replaces the lost replicas on the nodes that remain. Turns sent before then would queue
+    # at the ingress's handles, and Serve counts queued requests as load.
+    wait_replaced(victim.node_id)
+    deadline = time.monotonic() + 120
+    while True:
         events, _ = post_turn(rehearsal["base"], jfk_bytes)
         if events[-1]["type"] == "done":
             break
@@ -126,3 +145,14 @@ def test_a_worker_node_killed_mid_turn_fails_that_turn_clearly_then_the_next_suc
     check_segments_match_reply(events)
     for name, reps in replicas().items():  # every stage runs again, none on the dead node
         assert reps and all(r["node_id"] != victim.node_id for r in reps), name
+
+
+def wait_replaced(dead_node: str, deadline_s: float = 240) -> None:
+    """Until every deployment has a running replica again, none on `dead_node`."""
+    end = time.monotonic() + deadline_s
+    while True:
+        placed = replicas()
+        if all(reps and all(r["node_id"] != dead_node for r in reps) for reps in placed.values()):
+            return
+        assert time.monotonic() < end, f"Serve did not replace the lost replicas: {placed}"
+        time.sleep(1)

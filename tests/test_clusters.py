@@ -143,6 +143,22 @@ def test_rayservice_serves_the_same_config_on_an_autoscaling_l4_cluster():
         assert (got["min_workers"], got["max_workers"]) == (t["min_workers"], t["max_workers"]), group
 
 
+def test_both_clusters_pack_replicas_onto_the_fewest_l4_nodes():
+    """Serve's pack scheduling is on where the controller runs (the head) in both clusters, and no
+    deployment's placement group turns it off (Serve falls back to spreading, silently, when any
+    placement group is not STRICT_PACK)."""
+    from ray.serve._private.constants import RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY  # noqa: F401 (the name exists)
+
+    from tests.cluster_rehearsal import controller_env
+
+    assert controller_env() == {"RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY": "1"}
+    head = load(RAYSERVICE)["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e["value"] for e in head.get("env", [])} == controller_env()
+    (app,) = load(GPU_SERVE)["applications"]
+    assert app["args"]["llm"]["placement_group_config"]["strategy"] == "STRICT_PACK"
+    assert not any("placement_group_bundles" in d for d in app["deployments"])
+
+
 def test_rayservice_embedded_config_validates_against_the_app_config():
     serve_cfg = yaml.safe_load(load(RAYSERVICE)["spec"]["serveConfigV2"])
     validate_app_args(serve_cfg["applications"][0]["args"])
