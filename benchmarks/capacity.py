@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -132,7 +133,7 @@ def l4_scenario(inputs: dict, serve: dict | None = None, fixed: dict[str, int] |
                     autoscale=fixed is None)
 
 
-def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True) -> Scenario:
+def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, overhead: bool = True) -> Scenario:
     """This machine as `benchmarks/run.py` ran it: the root serve_config.yaml's deployments on one
     node of `cores` cores, with the costs it measured in-process (one call at a time), each request
     keeping as many cores busy as its backend runs threads."""
@@ -159,15 +160,18 @@ def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True) -> 
     sentences = max(1, round(conc[0].get("reply_sentences", w["reply_sentences"]) if conc else w["reply_sentences"]))
     # the clips the clients speak in turn (each until its last voiced sample), else their median
     clips = [float(i["speech_end_s"]) for i in bench.get("inputs", [])] or float(w["utterance_s"])
+    # Endpointing is a wait, not work: the measured median when there is one (the server's VAD
+    # counts silence from where its hysteresis drops, not from the client's last voiced sample);
+    # per clip where run.py measured it, since the turn model waits longer after some phrases.
+    ep = c.get("endpointing", {}).get("end_silence_s", args.get("endpointing", {}).get("end_silence_s", 0.7)) + 0.016
+    ep = bench.get("v2f_parts_p50_s", {}).get("endpointing", ep)
+    waits = {i["input"]: i["endpointing_p50_s"] for i in bench.get("v2f_per_input", [])}
+    paired = [(float(i["speech_end_s"]), float(waits[i["name"]])) for i in bench.get("inputs", []) if i["name"] in waits]
     workload = Workload(
-        utterance_s=clips, think_s=0.0, sentences=sentences, reply_s=reply_s,
+        utterance_s=clips, clips=paired or None, think_s=0.0, sentences=sentences, reply_s=reply_s,
         first_sentence_s=float(w.get("first_sentence_speech_s") or reply_s / sentences),
         tokens_per_speech_s=float(w["reply_tokens"]) / reply_s, wait_for_playback=False,
     )
-    # Endpointing is a wait, not work: the measured median when there is one (the server's VAD
-    # counts silence from where its hysteresis drops, not from the client's last voiced sample).
-    ep = c.get("endpointing", {}).get("end_silence_s", args.get("endpointing", {}).get("end_silence_s", 0.7)) + 0.016
-    ep = bench.get("v2f_parts_p50_s", {}).get("endpointing", ep)
     turn = TurnConfig(endpointing_s=float(ep),
                       first_fragment_s=args["animator"].get("first_fragment_s", 0.4),
                       fragment_s=args["animator"].get("fragment_s", 1.0))
@@ -177,8 +181,38 @@ def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True) -> 
         spec.role, spec.num_gpus = None, 0.0
     # A replica Serve adds loads its model on the same cores: 5 s of one core each (the whole graph's
     # five replicas load and warm up in about 12 s on these 2 cores, README "Quick start").
-    return Scenario(costs=costs, stages=specs, node_types=[node], workload=workload, turn=turn,
-                    replica_start_s=5.0, start_demand=1.0 if start_load else 0.0)
+    sc = Scenario(costs=costs, stages=specs, node_types=[node], workload=workload, turn=turn,
+                  replica_start_s=5.0, start_demand=1.0 if start_load else 0.0)
+    sc.overhead = overhead_cost(bench, sc) if overhead else None
+    return sc
+
+
+OURS = ("ASR", "LLM", "TTS", "Animator", "Ingress", "proxy", "ray", "client")
+
+
+def modelled_cpu_per_turn(sc: Scenario) -> float:
+    """Core-seconds a typical turn costs the stages in the model: each call's work alone times the
+    cores it keeps busy (the workload's mean clip and reply)."""
+    c, w, t = sc.costs, sc.workload, sc.turn
+    clips = [u for u, _ in w.clips] if w.clips else w.utterance_s
+    u = sum(clips) / len(clips) if isinstance(clips, list) else float(clips)
+    tokens = w.reply_s * w.tokens_per_speech_s
+    pieces = math.ceil(w.reply_s / t.fragment_s) + w.sentences
+    return ((c["asr"].fixed_s + c["asr"].per_audio_s * u) * c["asr"].demand
+            + (c["llm"].ttft_s + c["llm"].fixed_s + tokens / c["llm"].tokens_at(1)) * c["llm"].demand
+            + (c["tts"].fixed_s * w.sentences + c["tts"].per_audio_s * w.reply_s) * c["tts"].demand
+            + (c["animator"].fixed_s * pieces + c["animator"].per_audio_s * w.reply_s) * c["animator"].demand)
+
+
+def overhead_cost(bench: dict, sc: Scenario) -> StageCost | None:
+    """What one session's turns cost the graph's processes (run.py's CPU accounting, one session at a
+    time) beyond the model's stage costs: one core's worth of work per turn. None when the run has
+    no CPU accounting."""
+    one = next((x for x in bench.get("concurrency", []) if x["sessions"] == 1 and "cpu_per_turn_s" in x), None)
+    if one is None:
+        return None
+    measured = sum(one["cpu_per_turn_s"].get(g, 0.0) for g in OURS)
+    return StageCost(fixed_s=max(0.0, measured - modelled_cpu_per_turn(sc)), demand=1.0)
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -194,7 +228,9 @@ def validate(args) -> int:
     from capacity_model import percentile
 
     bench = json.loads(Path(args.bench).read_text())
-    sc = local_scenario(bench, args.cores, not args.free_start)
+    sc = local_scenario(bench, args.cores, not args.free_start, not args.no_overhead)
+    if sc.overhead is not None:
+        print(f"CPU per turn outside the modelled stage calls (one session, measured): {sc.overhead.fixed_s:.2f} s\n")
     rows, worst = [], 0.0
     machine = bench.get("machine", {})
     print(f"Simulated against measured (`{args.bench}`, {machine.get('date', '')}, commit {machine.get('commit', '?')}):\n")
@@ -432,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--cores", type=float, default=2.0)
     v.add_argument("--seeds", type=int, default=20, help="simulated repetitions of run.py's protocol, pooled")
     v.add_argument("--free-start", action="store_true", help="replicas Serve adds load without using the cores")
+    v.add_argument("--no-overhead", action="store_true", help="leave out the CPU per turn beyond the stage costs")
     s = sub.add_parser("simulate", parents=[common], help="one run of the L4 cluster as configured")
     s.add_argument("--sessions", type=int, default=8)
     s.add_argument("--minutes", type=float, default=30.0)

@@ -21,10 +21,13 @@ What it models, and nothing more:
   desired = mean ongoing requests over `look_back_period_s` / `target_ongoing_requests`, scaled by
   the up/down factors, held until the wish has lasted `upscale_delay_s` / `downscale_delay_s`
   (wall-clock timestamps), clipped to [min, max]; the controller sees metrics as they were at the
-  last push (replicas and handles push every 10 s by default).
+  last push (replicas and handles push every 10 s by default);
+- optionally, the CPU a turn costs outside the stages' fitted calls (the ingress, Serve's proxy, Ray,
+  the clients, speculative starts the turn model cancels), measured per turn and run as one request
+  beside the stages on the same cores (`Scenario.overhead`).
 
-Left out: network time beyond a fixed hop cost, the ingress's own CPU, the animator's session
-affinity (multiplexing), memory, failures and barge-in.
+Left out: network time beyond a fixed hop cost, the animator's session affinity (multiplexing),
+memory, failures and barge-in.
 """
 
 from __future__ import annotations
@@ -538,6 +541,9 @@ class Workload:
     """How people talk to it, per turn: a range (lo, hi) is drawn uniformly, a list picked from."""
 
     utterance_s: float | tuple[float, float] | list[float] = 4.0  # the user's speech
+    # (speech s, endpointing s) pairs picked together, when endpointing depends on what was said
+    # (the turn model waits longer after an unfinished-sounding phrase); overrides the two above
+    clips: list[tuple[float, float]] | None = None
     think_s: float = 3.0  # mean pause after the reply ends (or after `done`), exponential; 0: none
     sentences: int | tuple[int, int] = 3
     reply_s: float | tuple[float, float] = 8.0  # seconds of the avatar's speech in a reply
@@ -580,7 +586,7 @@ def fragments(piece_s: float, first: bool, cfg: TurnConfig) -> list[float]:
 
 
 class Turn:
-    def __init__(self, sim: "Sim", session: "Session", utterance_s: float):
+    def __init__(self, sim: "Sim", session: "Session", utterance_s: float, endpointing_s: float | None = None):
         self.sim, self.session, self.cfg = sim, session, sim.turn_cfg
         self.speech_end = sim.loop.now
         self.u = utterance_s
@@ -601,7 +607,7 @@ class Turn:
         self.asr_done: float | None = None
         self.utterance_end: float | None = None
         self.finished = False
-        sim.loop.after(self.cfg.endpointing_s, self.heard)
+        sim.loop.after(self.cfg.endpointing_s if endpointing_s is None else endpointing_s, self.heard)
 
     # stages
     def heard(self) -> None:
@@ -612,6 +618,8 @@ class Turn:
             self.session.turn_over(self, None)
             return
         sim.active_turns += 1
+        if "overhead" in sim.deps:  # beside the stages, not in the turn's path
+            sim.deps["overhead"].submit(Job(sim, [(sim.deps["overhead"].cost.fixed_s, None)]))
         cost = sim.deps["asr"].cost
         work = cost.fixed_s + cost.per_audio_s * self.u
         sim.loop.after(self.cfg.hop_s, sim.deps["asr"].submit, Job(sim, [(work, self.transcribed)]))
@@ -719,8 +727,9 @@ class Session:
         sim.loop.at(start, self.speak)
 
     def speak(self) -> None:
-        u = draw(self.sim.rng, self.sim.workload.utterance_s)
-        self.sim.loop.after(u, lambda: Turn(self.sim, self, u))
+        w = self.sim.workload
+        u, ep = self.sim.rng.choice(w.clips) if w.clips else (draw(self.sim.rng, w.utterance_s), None)
+        self.sim.loop.after(u, lambda: Turn(self.sim, self, u, ep))
 
     def turn_over(self, turn: Turn, result: dict | None) -> None:
         sim, w = self.sim, self.sim.workload
@@ -763,6 +772,9 @@ class Scenario:
     metrics_push_s: float = 10.0  # RAY_SERVE_{REPLICA,HANDLE}_AUTOSCALING_METRIC_PUSH_INTERVAL_S
     start_demand: float = 0.0  # node capacity a loading replica keeps busy (0: loading is free)
     autoscale: bool = True
+    # CPU per turn outside the stages' costs (fixed_s of work at `demand`), one request per turn
+    # from the end of the utterance, on the first node type's node; None: left out
+    overhead: StageCost | None = None
 
 
 STAGES = ("asr", "llm", "tts", "animator")
@@ -792,6 +804,14 @@ class Sim:
                         or self.cluster.start_replica(dep, initial=True, compact=True)):
                     raise ValueError(f"{dep.name}: {dep.target} replicas do not fit the node types' maximum")
             dep.peak_replicas = len(dep.replicas)
+        if sc.overhead is not None:
+            dep = Deployment(self, "overhead", sc.overhead, max_ongoing=1_000_000, scaling=Autoscaling.of(None),
+                             num_cpus=0.0, role=sc.node_types[0].role)
+            dep.start_s = 0.0
+            self.deps["overhead"] = dep
+            dep.target = 1
+            if not self.cluster.start_replica(dep, initial=True):
+                raise ValueError("no node for the overhead")
         if sc.autoscale:
             self.loop.at(sc.control_period_s, self._control)
 

@@ -24,8 +24,11 @@ Printed as markdown tables; `--json PATH` writes the same numbers:
   (`sequential_sentences` says how many it had).
 - `underruns`: over one long reply (`long_reply_speech_s`, 30 s of speech or more in a full run),
   received over `/ws`: fragments that arrive after the previous one has finished playing.
-- `concurrency`: [{sessions, turns, v2f_p50_s, v2f_p95_s, turns_per_min}] for 1, 2 and 4 sessions
-  talking at once over `/ws` (each session: turn after turn, no think time).
+- `concurrency`: [{sessions, turns, v2f_p50_s, v2f_p95_s, turns_per_min, reply_speech_s,
+  reply_sentences (medians), cpu_per_turn_s, cpu_busy_share}] for 1, 2 and 4 sessions talking at once over `/ws` (each session: turn after
+  turn, no think time). `cpu_per_turn_s`: CPU seconds per turn by process group (each deployment,
+  `proxy`, `ray`, `client` (this process: the clients), `other`, `machine` (every process), from
+  `benchmarks/cpu_usage.py`); `cpu_busy_share`: the machine's busy share of its cores meanwhile.
 - `rtf` {asr, llm, tts, animator}: compute seconds per second of audio (ASR: heard; TTS and
   animator: spoken; LLM: of the speech its reply makes).
 - `costs`: the cost model the capacity planner (`benchmarks/capacity.py`) reads, fitted as a line
@@ -67,6 +70,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+import cpu_usage  # noqa: E402
 import voice_to_face as v2f  # noqa: E402
 
 QUESTIONS = [
@@ -426,12 +430,17 @@ async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[floa
             j = (i + k) % len(clips)
             results.append(await v2f.hands_free(ws_url, clips[j], end_s=ends[j]))
 
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_usage.snapshot()
     await asyncio.gather(*(client(i) for i in range(sessions)))
+    cpu = cpu_usage.spent(cpu_before, cpu_usage.snapshot())
     minutes = (time.perf_counter() - started) / 60
     s = v2f.summary(results)
     return {"sessions": sessions, "turns": len(results), "v2f_p50_s": s["v2f_p50_s"], "v2f_p95_s": s["v2f_p95_s"],
-            "turns_per_min": len(results) / minutes, "_turns": results}
+            "turns_per_min": len(results) / minutes,
+            "reply_speech_s": median([sum(g["duration_s"] for g in t.segments) for t in results]),
+            "reply_sentences": median([len({g["sentence"] for g in t.segments}) for t in results]),
+            "cpu_per_turn_s": {k: v / len(results) for k, v in cpu.items()},
+            "cpu_busy_share": cpu["machine"] / (minutes * 60 * (os.cpu_count() or 1)), "_turns": results}
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -614,9 +623,14 @@ def tables(r: dict) -> str:
     for a, b in zip(r["v2f_per_input"], r["per_input"]):
         lines.append(f"| {a['input']} | {a['v2f_p50_s']:.2f} | {a['endpointing_p50_s']:.2f} | {a['asr_p50_s']:.2f} | "
                      f"{a['rest_p50_s']:.2f} | {b['ttfs_s']:.2f} | {b['ttfs_local_s']:.2f} | {b['floor_s']:.2f} |")
-    lines += ["", "| sessions at once | turns | voice to face p50 (s) | p95 (s) | turns/min |", "|---|---|---|---|---|"]
+    groups = ["ASR", "LLM", "TTS", "Animator", "Ingress", "proxy", "ray", "client", "other", "machine"]
+    lines += ["", "| sessions at once | turns | voice to face p50 (s) | p95 (s) | turns/min | cores busy | "
+              + " | ".join(f"CPU s/turn: {g}" for g in groups) + " |", "|---|---|---|---|---|---|" + "---|" * len(groups)]
     for c in r["concurrency"]:
-        lines.append(f"| {c['sessions']} | {c['turns']} | {c['v2f_p50_s']:.2f} | {c['v2f_p95_s']:.2f} | {c['turns_per_min']:.1f} |")
+        cpu = c["cpu_per_turn_s"]
+        lines.append(f"| {c['sessions']} | {c['turns']} | {c['v2f_p50_s']:.2f} | {c['v2f_p95_s']:.2f} | "
+                     f"{c['turns_per_min']:.1f} | {c['cpu_busy_share']:.0%} | "
+                     + " | ".join(f"{cpu.get(g, 0.0):.2f}" for g in groups) + " |")
     c = r["costs"]
     lines += ["", "| stage | RTF | fixed (s) | per unit (s) | first output (s) | r² (calls) |", "|---|---|---|---|---|---|",
               f"| ASR | {r['rtf']['asr']:.3f} | {c['asr']['fixed_s']:.3f} | {c['asr']['per_audio_s']:.4f} / audio s | | "

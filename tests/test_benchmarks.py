@@ -41,7 +41,10 @@ def test_run_quick_writes_every_number(tmp_path):
     assert set(r["floor_parts_s"]) == STAGES
     assert math.isclose(sum(r["floor_parts_s"].values()), r["floor_s"], rel_tol=1e-6)  # one run: the sum
     assert [c["sessions"] for c in r["concurrency"]] == [1]
-    assert set(r["concurrency"][0]) >= {"sessions", "v2f_p50_s", "v2f_p95_s", "turns_per_min"}
+    assert set(r["concurrency"][0]) >= {"sessions", "v2f_p50_s", "v2f_p95_s", "turns_per_min", "cpu_per_turn_s"}
+    cpu = r["concurrency"][0]["cpu_per_turn_s"]  # every stage worked, and the machine at least as much
+    assert all(cpu[g] > 0 for g in ("ASR", "LLM", "TTS", "Animator", "Ingress")), cpu
+    assert cpu["machine"] >= sum(v for g, v in cpu.items() if g != "machine") * 0.9, cpu
     assert set(r["rtf"]) == STAGES
     costs = r["costs"]
     assert set(costs) >= STAGES | {"endpointing", "workload"}

@@ -265,3 +265,46 @@ def test_a_replica_loading_its_model_shares_the_node_with_running_requests():
     assert len(dep.running()) == 1
     sim.loop.run(4.1)
     assert len(dep.running()) == 2 and dep.ongoing == 1  # the load is not a request
+
+
+# ---- what run.py measured beyond the stage costs ------------------------------------------------
+
+
+def test_each_clip_waits_its_own_endpointing():
+    """A clip the turn model hears as unfinished waits longer than one it hears as finished: the
+    pairs are kept together, not averaged."""
+    w = Workload(clips=[(1.0, 0.3), (2.0, 2.0)], think_s=0.0, sentences=1, reply_s=1.0)
+    sim = Sim(scenario(workload=w), seed=2).closed(1, turns=40)
+    sim.run(600)
+    waits = {round(r["endpointing_s"], 6) for r in sim.results}
+    assert waits == {0.3, 2.0}
+
+
+def test_cpu_outside_the_stages_slows_turns_that_share_its_cores():
+    """An overhead request per turn, beside the stages on one core: a turn alone is as fast (it is
+    not in the turn's path) while the overhead's work fits between turns; with more work than that,
+    the stages share the core with it and turns slow."""
+    w = Workload(utterance_s=1.0, think_s=0.0, sentences=1, reply_s=2.0, turns=1)
+    costs = {"asr": StageCost(fixed_s=0.5, demand=1.0)}
+    plain = Sim(scenario(costs, capacity_units=1.0, workload=w)).closed(1, turns=1)
+    heavy = Sim(scenario(costs, capacity_units=1.0, workload=w, overhead=StageCost(fixed_s=5.0, demand=1.0))).closed(1, turns=1)
+    plain.run(60)
+    heavy.run(60)
+    (a,), (b,) = plain.results, heavy.results
+    assert b["asr_s"] == pytest.approx(a["asr_s"] + 0.5)  # ASR's 0.5 s of work at half the core
+    assert b["v2f_s"] > a["v2f_s"]
+
+
+def test_the_overhead_is_what_one_session_cost_beyond_the_modelled_stage_calls():
+    bench = {"concurrency": [{"sessions": 1, "cpu_per_turn_s": {"ASR": 1.0, "LLM": 2.0, "TTS": 1.0, "Animator": 2.0,
+                                                                 "Ingress": 1.5, "proxy": 0.5, "ray": 0.5, "client": 0.5,
+                                                                 "other": 9.0, "machine": 20.0}}]}
+    sc = scenario(workload=Workload(utterance_s=2.0, sentences=2, reply_s=4.0, tokens_per_speech_s=5.0))
+    modelled = capacity.modelled_cpu_per_turn(sc)
+    # asr 0.2 + 0.05 x 2; llm 0.1 + 20 tokens / 20; tts 2 x 0.05 + 0.25 x 4; animator 6 pieces x 0.1 + 0.5 x 4,
+    # each at its demand (0 in this scenario: nothing contends)
+    assert modelled == 0
+    sc.costs = {k: replace(c, demand=1.0) for k, c in sc.costs.items()}
+    assert capacity.modelled_cpu_per_turn(sc) == pytest.approx(0.3 + 1.1 + 1.1 + 2.6)
+    assert capacity.overhead_cost(bench, sc).fixed_s == pytest.approx(9.0 - (0.3 + 1.1 + 1.1 + 2.6))
+    assert capacity.overhead_cost({"concurrency": [{"sessions": 1}]}, sc) is None  # a run without accounting
