@@ -553,7 +553,7 @@ async def run(args) -> dict:
         # voice to face, one session, then several at once
         conc = []
         for n in args.sessions:
-            turns = args.runs * len(clips) if n == 1 else max(1, args.runs)
+            turns = args.runs * len(clips) if n == 1 else max(1, args.session_turns or args.runs)
             conc.append(await sessions_at_once(graph.ws_url(), clips, ends, n, turns))
             log("sessions", n, conc[-1]["v2f_p50_s"])
         one = next((c for c in conc if c["sessions"] == 1), conc[0])
@@ -670,6 +670,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, help="paired runs per input (default 3; quick 1)")
     parser.add_argument("--questions", type=int, help="spoken questions besides jfk.flac (default 3; quick 1)")
     parser.add_argument("--sessions", help="sessions at once, comma-separated (default 1,2,4; quick 1,2)")
+    parser.add_argument("--session-turns", type=int,
+                        help="turns per session when several talk at once (default: --runs; one session: --runs per input)")
     parser.add_argument("--long-tokens", type=int, help="max_tokens of the underrun reply (default 400; quick 200)")
     parser.add_argument("--ab", dest="ab", action="store_true", default=None,
                         help="compare the shipped thread settings with ALTERNATIVE (default: not with --quick)")

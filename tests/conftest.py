@@ -152,6 +152,16 @@ def stage_stats(deployment: str, app: str = "avatar") -> dict:
     return read_board(app, deployment)
 
 
+def stages_when_idle(names, deadline_s: float = 20) -> dict:
+    """The stages' counters once none has a request in flight: a replica posts a request's end to
+    the board as its stream closes, which can come just after the client has its `done`."""
+    end = time.monotonic() + deadline_s
+    while any((now := {n: stage_stats(n) for n in names})[n]["in_flight"] for n in names):
+        assert time.monotonic() < end, f"work still in flight after {deadline_s} s: {now}"
+        time.sleep(0.05)
+    return now
+
+
 @pytest.fixture(scope="session")
 def handles(serve_app):
     from ray import serve

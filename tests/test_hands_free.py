@@ -8,7 +8,7 @@ import numpy as np
 import websockets
 
 from avatar_core.media import decode_audio
-from tests.conftest import JFK, JFK_WORDS, ROOT, stage_stats
+from tests.conftest import JFK, JFK_WORDS, ROOT, stage_stats, stages_when_idle
 from tests.segments import decode_segment, image_rgb, shows
 from tests.test_stages import words
 
@@ -81,7 +81,7 @@ def test_hands_free_turn_and_barge_in(serve_app, handles):
             got = [e for e in c.events if e["type"] == "segment"]  # the first turn's, all before "cancelled"
             second = await c.until("transcript")
             await c.until("done")
-            after = {n: stage_stats(n) for n in names}
+            after = await asyncio.to_thread(stages_when_idle, names)  # every stage request ended
             return session["session_id"], c.events, first, transcript, barge, cancelled, got, second, before, during, after
 
     for attempt in range(ATTEMPTS):  # the LLM must still be writing when the user talks over it
@@ -100,11 +100,10 @@ def test_hands_free_turn_and_barge_in(serve_app, handles):
     if during["LLM"]["in_flight"] == 1:
         assert after["LLM"]["cancelled"] == before["LLM"]["cancelled"] + 1, (before, after)
         assert after["LLM"]["completed"] == before["LLM"]["completed"] + 1, (before, after)
-    # every stage request ended, completed or cancelled; none failed, none is left running
+    # every stage request ended, completed or cancelled; none failed
     for n in names:
         delta = {k: after[n][k] - before[n][k] for k in ("started", "completed", "cancelled", "failed")}
         assert delta["started"] == delta["completed"] + delta["cancelled"] and delta["failed"] == 0, (n, delta)
-        assert after[n]["in_flight"] == 0, (n, after[n])
     turns = httpx.get(f"{serve_app}/api/v1/stats", timeout=30).json()["turns"]
     assert turns["barge_in"] >= 1 and turns["cancelled"] >= turns["barge_in"]
     # the history: the first reply as far as the client got it (whole sentences), then the second

@@ -4,7 +4,6 @@ speech streams inside a sentence as fragments; a barge-in stops the TTS and anim
 import asyncio
 import io
 import json
-import time
 from typing import ClassVar, Literal
 
 import httpx
@@ -17,7 +16,7 @@ from avatar_core.media import fragment_bounds
 from avatar_core.registry import register
 from deployments.llm import LLM
 from serve_app.builder import stage_app
-from tests.conftest import app_config, second_app, stage_stats
+from tests.conftest import app_config, second_app, stage_stats, stages_when_idle
 from tests.segments import decode_segment
 from tests.test_turn import check_segments_match_reply, post_turn
 
@@ -218,18 +217,11 @@ def test_barge_in_during_the_first_fragment_stops_the_tts_and_animator_streams(s
 
     before, during, first = asyncio.run(talk())
     assert first["index"] == 0 and first["sentence"] == 0
-    after = wait_for_idle(("TTS", "Animator"))
+    after = stages_when_idle(("TTS", "Animator"))
     assert during["Animator"]["in_flight"] == 1, "the first sentence's fragments were still coming"
     assert after["Animator"]["cancelled"] == before["Animator"]["cancelled"] + 1, (before, after)
     # TTS: whatever was running was cancelled, and no sentence after the barge-in was started
     tts_new = after["TTS"]["started"] - during["TTS"]["started"]
     assert tts_new == 0 or after["TTS"]["cancelled"] > before["TTS"]["cancelled"], (during, after)
-    assert after["TTS"]["in_flight"] == 0
 
 
-def wait_for_idle(names, deadline_s: float = 20) -> dict:
-    end = time.monotonic() + deadline_s
-    while any((now := {n: stage_stats(n) for n in names})[n]["in_flight"] for n in names):
-        assert time.monotonic() < end, now
-        time.sleep(0.05)
-    return now
