@@ -206,13 +206,16 @@ def modelled_cpu_per_turn(sc: Scenario) -> float:
 
 def overhead_cost(bench: dict, sc: Scenario) -> StageCost | None:
     """What one session's turns cost the graph's processes (run.py's CPU accounting, one session at a
-    time) beyond the model's stage costs: one core's worth of work per turn. None when the run has
-    no CPU accounting."""
+    time) beyond the model's stage costs, spread evenly over a turn as one session lived it (from
+    the first word to the next turn's): most of it is the ingress and Serve's proxy reading 50 audio
+    messages a second while the user talks and relaying fragments while the avatar does. None when
+    the run has no CPU accounting."""
     one = next((x for x in bench.get("concurrency", []) if x["sessions"] == 1 and "cpu_per_turn_s" in x), None)
     if one is None:
         return None
-    measured = sum(one["cpu_per_turn_s"].get(g, 0.0) for g in OURS)
-    return StageCost(fixed_s=max(0.0, measured - modelled_cpu_per_turn(sc)), demand=1.0)
+    extra = max(0.0, sum(one["cpu_per_turn_s"].get(g, 0.0) for g in OURS) - modelled_cpu_per_turn(sc))
+    turn_s = 60.0 / one["turns_per_min"]
+    return StageCost(fixed_s=turn_s, demand=extra / turn_s)
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -230,7 +233,9 @@ def validate(args) -> int:
     bench = json.loads(Path(args.bench).read_text())
     sc = local_scenario(bench, args.cores, not args.free_start, not args.no_overhead)
     if sc.overhead is not None:
-        print(f"CPU per turn outside the modelled stage calls (one session, measured): {sc.overhead.fixed_s:.2f} s\n")
+        o = sc.overhead
+        print(f"CPU per turn outside the modelled stage calls (one session, measured): {o.fixed_s * o.demand:.2f} s, "
+              f"modelled as {o.demand:.2f} cores over {o.fixed_s:.1f} s from the first word\n")
     rows, worst = [], 0.0
     machine = bench.get("machine", {})
     print(f"Simulated against measured (`{args.bench}`, {machine.get('date', '')}, commit {machine.get('commit', '?')}):\n")

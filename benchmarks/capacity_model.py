@@ -24,7 +24,7 @@ What it models, and nothing more:
   last push (replicas and handles push every 10 s by default);
 - optionally, the CPU a turn costs outside the stages' fitted calls (the ingress, Serve's proxy, Ray,
   the clients, speculative starts the turn model cancels), measured per turn and run as one request
-  beside the stages on the same cores (`Scenario.overhead`).
+  from the user's first word, beside the stages on the same cores (`Scenario.overhead`).
 
 Left out: network time beyond a fixed hop cost, the animator's session affinity (multiplexing),
 memory, failures and barge-in.
@@ -618,8 +618,6 @@ class Turn:
             self.session.turn_over(self, None)
             return
         sim.active_turns += 1
-        if "overhead" in sim.deps:  # beside the stages, not in the turn's path
-            sim.deps["overhead"].submit(Job(sim, [(sim.deps["overhead"].cost.fixed_s, None)]))
         cost = sim.deps["asr"].cost
         work = cost.fixed_s + cost.per_audio_s * self.u
         sim.loop.after(self.cfg.hop_s, sim.deps["asr"].submit, Job(sim, [(work, self.transcribed)]))
@@ -729,6 +727,8 @@ class Session:
     def speak(self) -> None:
         w = self.sim.workload
         u, ep = self.sim.rng.choice(w.clips) if w.clips else (draw(self.sim.rng, w.utterance_s), None)
+        if "overhead" in self.sim.deps:  # from the first word, beside the stages, not in the turn's path
+            self.sim.deps["overhead"].submit(Job(self.sim, [(self.sim.deps["overhead"].cost.fixed_s, None)]))
         self.sim.loop.after(u, lambda: Turn(self.sim, self, u, ep))
 
     def turn_over(self, turn: Turn, result: dict | None) -> None:
@@ -772,8 +772,8 @@ class Scenario:
     metrics_push_s: float = 10.0  # RAY_SERVE_{REPLICA,HANDLE}_AUTOSCALING_METRIC_PUSH_INTERVAL_S
     start_demand: float = 0.0  # node capacity a loading replica keeps busy (0: loading is free)
     autoscale: bool = True
-    # CPU per turn outside the stages' costs (fixed_s of work at `demand`), one request per turn
-    # from the end of the utterance, on the first node type's node; None: left out
+    # CPU per turn outside the stages' costs, one request per turn from the user's first word
+    # (fixed_s seconds at `demand` units when alone), on the first node type's node; None: left out
     overhead: StageCost | None = None
 
 

@@ -281,9 +281,8 @@ def test_each_clip_waits_its_own_endpointing():
 
 
 def test_cpu_outside_the_stages_slows_turns_that_share_its_cores():
-    """An overhead request per turn, beside the stages on one core: a turn alone is as fast (it is
-    not in the turn's path) while the overhead's work fits between turns; with more work than that,
-    the stages share the core with it and turns slow."""
+    """An overhead request per turn from the first word, beside the stages on one core: not in the
+    turn's path, but the stages share the core with it while it runs, and the turn slows."""
     w = Workload(utterance_s=1.0, think_s=0.0, sentences=1, reply_s=2.0, turns=1)
     costs = {"asr": StageCost(fixed_s=0.5, demand=1.0)}
     plain = Sim(scenario(costs, capacity_units=1.0, workload=w)).closed(1, turns=1)
@@ -296,7 +295,7 @@ def test_cpu_outside_the_stages_slows_turns_that_share_its_cores():
 
 
 def test_the_overhead_is_what_one_session_cost_beyond_the_modelled_stage_calls():
-    bench = {"concurrency": [{"sessions": 1, "cpu_per_turn_s": {"ASR": 1.0, "LLM": 2.0, "TTS": 1.0, "Animator": 2.0,
+    bench = {"concurrency": [{"sessions": 1, "turns_per_min": 6.0, "cpu_per_turn_s": {"ASR": 1.0, "LLM": 2.0, "TTS": 1.0, "Animator": 2.0,
                                                                  "Ingress": 1.5, "proxy": 0.5, "ray": 0.5, "client": 0.5,
                                                                  "other": 9.0, "machine": 20.0}}]}
     sc = scenario(workload=Workload(utterance_s=2.0, sentences=2, reply_s=4.0, tokens_per_speech_s=5.0))
@@ -306,5 +305,6 @@ def test_the_overhead_is_what_one_session_cost_beyond_the_modelled_stage_calls()
     assert modelled == 0
     sc.costs = {k: replace(c, demand=1.0) for k, c in sc.costs.items()}
     assert capacity.modelled_cpu_per_turn(sc) == pytest.approx(0.3 + 1.1 + 1.1 + 2.6)
-    assert capacity.overhead_cost(bench, sc).fixed_s == pytest.approx(9.0 - (0.3 + 1.1 + 1.1 + 2.6))
+    overhead = capacity.overhead_cost(bench, sc)  # spread over a turn as the session lived it: 10 s
+    assert overhead.fixed_s == 10.0 and overhead.demand == pytest.approx((9.0 - (0.3 + 1.1 + 1.1 + 2.6)) / 10.0)
     assert capacity.overhead_cost({"concurrency": [{"sessions": 1}]}, sc) is None  # a run without accounting
