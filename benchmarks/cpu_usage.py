@@ -20,7 +20,8 @@ def group(pid: int, cmdline: str) -> str:
     if pid == os.getpid():
         return "client"
     if cmdline.startswith("ray::ServeReplica:"):
-        return cmdline.split()[0].rsplit(":", 1)[1]  # ray::ServeReplica:<app>:<deployment>
+        # ray::ServeReplica:<app>:<deployment>, and ".<method>" while Ray runs a call on it
+        return cmdline.split()[0].rsplit(":", 1)[1].split(".")[0]
     if cmdline.startswith("ray::ProxyActor"):
         return "proxy"
     if any(p in cmdline for p in RAY_PROCESSES):
