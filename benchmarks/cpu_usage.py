@@ -29,10 +29,10 @@ def group(pid: int, cmdline: str) -> str:
     return "other"
 
 
-def snapshot() -> dict[str, float]:
-    """CPU seconds (user + system) each group's live processes have used so far, and `machine`: the
-    whole machine's busy seconds (every process, including those that came and went)."""
-    out: dict[str, float] = {}
+def snapshot() -> dict:
+    """Every live process's group and CPU seconds (user + system) so far, by pid, and `machine`:
+    the whole machine's busy seconds (every process, including those that came and went)."""
+    procs: dict[int, tuple[str, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -43,14 +43,19 @@ def snapshot() -> dict[str, float]:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         seconds = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15 of stat)
-        name = group(int(entry), cmdline)
-        out[name] = out.get(name, 0.0) + seconds
+        procs[int(entry)] = (group(int(entry), cmdline), seconds)
     cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in cpu[:8])
-    out["machine"] = (user + nice + system + irq + softirq + steal) / TICK
-    return out
+    return {"procs": procs, "machine": (user + nice + system + irq + softirq + steal) / TICK}
 
 
-def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """CPU seconds per group between two snapshots (groups that appear in either)."""
-    return {k: max(0.0, after.get(k, 0.0) - before.get(k, 0.0)) for k in sorted(set(before) | set(after))}
+def spent(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds per group between two snapshots: what each process alive at the second used
+    since the first (all of it if it started since). A process that ended in between (a replica of
+    an application just deleted) takes its time with it instead of making its group's negative."""
+    out: dict[str, float] = {}
+    for pid, (name, seconds) in after["procs"].items():
+        was = before["procs"].get(pid)
+        out[name] = out.get(name, 0.0) + seconds - (was[1] if was and was[0] == name else 0.0)
+    out["machine"] = after["machine"] - before["machine"]
+    return dict(sorted(out.items()))
