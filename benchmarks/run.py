@@ -25,8 +25,8 @@ Printed as markdown tables; `--json PATH` writes the same numbers:
 - `underruns`: over one long reply (`long_reply_speech_s`, 30 s of speech or more in a full run),
   received over `/ws`: fragments that arrive after the previous one has finished playing.
 - `concurrency`: [{sessions, turns, v2f_p50_s, v2f_p95_s, turns_per_min, reply_speech_s,
-  reply_sentences (medians), cpu_per_turn_s, cpu_busy_share}] for 1, 2 and 4 sessions talking at once over `/ws` (each session: turn after
-  turn, no think time). `cpu_per_turn_s`: CPU seconds per turn by process group (each deployment,
+  reply_sentences (medians), cpu_per_turn_s, cpu_busy_share}] for 1, 2 and 4 sessions talking at
+  once over `/ws` (each session: turn after turn, no think time). `cpu_per_turn_s`: CPU seconds per turn by process group (each deployment,
   `proxy`, `ray`, `client` (this process: the clients), `other`, `machine` (every process), from
   `benchmarks/cpu_usage.py`); `cpu_busy_share`: the machine's busy share of its cores meanwhile.
 - `rtf` {asr, llm, tts, animator}: compute seconds per second of audio (ASR: heard; TTS and
