@@ -29,7 +29,7 @@ import websockets
 from tests.conftest import JFK_WORDS, app_config, free_port
 from tests.segments import decode_segment
 from tests.test_faults import assert_nothing_left
-from tests.test_seam import wait_for_idle
+from tests.conftest import stages_when_idle
 from tests.test_stages import words
 from tests.test_turn import check_segments_match_reply
 
@@ -262,7 +262,7 @@ def test_barge_in_makes_vllm_abort_the_request(vllm_app, jfk_bytes):
     after = httpx.get(f"{vllm_app}/api/v1/stats", timeout=30).json()["turns"]
     assert after["cancelled"] == before["cancelled"] + 1 and after["barge_in"] == before["barge_in"] + 1
     assert_nothing_left()
-    wait_for_idle(("TTS", "Animator"))  # their streams for this turn stop too (counters post async)
+    stages_when_idle(("TTS", "Animator"))  # their streams for this turn stop too (counters post async)
 
 
 def test_a_client_that_leaves_makes_vllm_abort_the_request_and_the_next_turn_works(vllm_app, jfk_bytes):
