@@ -26,10 +26,9 @@ import pytest
 import soundfile as sf
 import websockets
 
-from tests.conftest import JFK_WORDS, app_config, free_port
+from tests.conftest import JFK_WORDS, app_config, free_port, stages_when_idle
 from tests.segments import decode_segment
 from tests.test_faults import assert_nothing_left
-from tests.conftest import stages_when_idle
 from tests.test_stages import words
 from tests.test_turn import check_segments_match_reply
 
