@@ -25,6 +25,7 @@ from serve_app import turn_model
 RATE = 16_000
 WINDOW = 512  # samples Silero v6 scores at 16 kHz
 CONTEXT = 64  # samples of the previous window it sees
+HEARD_WINDOWS = -(-turn_model.WINDOW_S * RATE // WINDOW)  # windows that cover what the turn model hears
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ class Endpointer:
             end = silence >= cfg.turn_silence_s
         elif self._silent and not self._asked and silence >= cfg.turn_silence_s:
             self._asked = True
-            self._p = self.turn_model.probability(np.concatenate(self._lead + self._speech))
+            heard = (self._lead + self._speech)[-HEARD_WINDOWS:]  # the model hears the last 8 s only
+            self._p = self.turn_model.probability(np.concatenate(heard))
             end = speculative = self._p >= cfg.turn_threshold
         else:
             end = silence >= cfg.incomplete_silence_s
