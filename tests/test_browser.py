@@ -174,12 +174,12 @@ def test_barge_in_stops_playback(page, serve_app):
     full_reply = line.locator("p").text_content().strip()
     session = page.evaluate("document.body.dataset.session")
     messages = httpx.get(f"{serve_app}/api/v1/sessions/{session}", timeout=30).json()["messages"]
-    turn = page.evaluate(
-        f"[...document.querySelectorAll('[data-testid=transcript] li.avatar')].findIndex(li => li.dataset.turn === '{barge['turn']}')"
-    )
-    kept = messages[2 * turn + 1]["content"]
-    assert messages[2 * turn + 1]["role"] == "assistant" and kept != full_reply
-    assert full_reply.startswith(kept.rstrip("…")), (kept, full_reply)
+    # found by content, not position: a speculative turn the user talked on into has a line on the
+    # page but none in the history (its audio was merged into the next utterance)
+    replies = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert full_reply not in replies, replies
+    kept = [r for r in replies if r.rstrip("…") and full_reply.startswith(r.rstrip("…"))]
+    assert len(kept) == 1, (replies, full_reply)
 
 
 def test_keyboard_order_and_labels(page):
