@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -133,10 +132,13 @@ def l4_scenario(inputs: dict, serve: dict | None = None, fixed: dict[str, int] |
                     autoscale=fixed is None)
 
 
-def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, overhead: bool = True) -> Scenario:
+def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, overhead: bool = True,
+                   interference: dict | None = None) -> Scenario:
     """This machine as `benchmarks/run.py` ran it: the root serve_config.yaml's deployments on one
     node of `cores` cores, with the costs it measured in-process (one call at a time), each request
-    keeping as many cores busy as its backend runs threads."""
+    keeping as many cores busy as its backend runs threads; with `interference`
+    (`benchmarks/interference.py --json`), what each stage's calls cost beside the others and what a
+    replica's load costs."""
     serve = load_yaml(LOCAL_SERVE)
     args = serve["applications"][0]["args"]
     c = bench["costs"]
@@ -170,7 +172,10 @@ def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, ove
     workload = Workload(
         utterance_s=clips, clips=paired or None, think_s=0.0, sentences=sentences, reply_s=reply_s,
         first_sentence_s=float(w.get("first_sentence_speech_s") or reply_s / sentences),
-        tokens_per_speech_s=float(w["reply_tokens"]) / reply_s, wait_for_playback=False,
+        # the rate the LLM writes per second of speech made, from the costs' own replies (the
+        # concurrency replies' speech with the costs' token counts would mix two sets of replies)
+        tokens_per_speech_s=float(c["llm"].get("tokens_per_speech_s") or w["reply_tokens"] / w["reply_speech_s"]),
+        wait_for_playback=False,
     )
     turn = TurnConfig(endpointing_s=float(ep),
                       first_fragment_s=args["animator"].get("first_fragment_s", 0.4),
@@ -179,8 +184,14 @@ def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, ove
     specs = stage_specs(serve)
     for spec in specs.values():
         spec.role, spec.num_gpus = None, 0.0
-    # A replica Serve adds loads its model on the same cores: 5 s of one core each (the whole graph's
-    # five replicas load and warm up in about 12 s on these 2 cores, README "Quick start").
+    # A replica Serve adds loads its model on the same cores: what a fresh process spends loading the
+    # stage where interference.py measured it, else 5 s of one core each (the whole graph's five
+    # replicas load and warm up in about 12 s on these 2 cores, README "Quick start").
+    if interference:  # the stages it measured
+        for stage, spec in specs.items():
+            if stage in interference["alone"]:
+                spec.start_s = interference["alone"][stage]["load_cpu_s"]
+                costs[stage].interference = dict(interference["ratio"][stage])
     sc = Scenario(costs=costs, stages=specs, node_types=[node], workload=workload, turn=turn,
                   replica_start_s=5.0, start_demand=1.0 if start_load else 0.0)
     sc.overhead = overhead_cost(bench, sc) if overhead else None
@@ -190,30 +201,34 @@ def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, ove
 OURS = ("ASR", "LLM", "TTS", "Animator", "Ingress", "proxy", "ray", "client")
 
 
-def modelled_cpu_per_turn(sc: Scenario) -> float:
-    """Core-seconds a typical turn costs the stages in the model: each call's work alone times the
-    cores it keeps busy (the workload's mean clip and reply)."""
-    c, w, t = sc.costs, sc.workload, sc.turn
-    clips = [u for u, _ in w.clips] if w.clips else w.utterance_s
-    u = sum(clips) / len(clips) if isinstance(clips, list) else float(clips)
-    tokens = w.reply_s * w.tokens_per_speech_s
-    pieces = math.ceil(w.reply_s / t.fragment_s) + w.sentences
-    return ((c["asr"].fixed_s + c["asr"].per_audio_s * u) * c["asr"].demand
-            + (c["llm"].ttft_s + c["llm"].fixed_s + tokens / c["llm"].tokens_at(1)) * c["llm"].demand
-            + (c["tts"].fixed_s * w.sentences + c["tts"].per_audio_s * w.reply_s) * c["tts"].demand
-            + (c["animator"].fixed_s * pieces + c["animator"].per_audio_s * w.reply_s) * c["animator"].demand)
+def protocol(sc: Scenario, sessions: int, turns: int, seed: int) -> Sim:
+    """Run.py's concurrency protocol, simulated: `sessions` started 0.5 s apart from a cold
+    deployment (min replicas), each for `turns` turns, no think time, until all are done."""
+    sim, t = Sim(sc, seed=seed).closed(sessions, turns=turns, spacing_s=0.5), 0.0
+    while sim.sessions_done < sessions and t < 3600:
+        t += 5.0
+        sim.loop.run(t)
+    return sim
 
 
-def overhead_cost(bench: dict, sc: Scenario) -> StageCost | None:
+def stage_cpu_per_turn(sim: Sim) -> dict[str, float]:
+    """Core-seconds per turn each deployment held in a simulation (its calls, with interference)."""
+    return {name: dep.cpu_s / max(1, len(sim.results)) for name, dep in sim.deps.items()}
+
+
+def overhead_cost(bench: dict, sc: Scenario, seeds: int = 5) -> StageCost | None:
     """What one session's turns cost the graph's processes (run.py's CPU accounting, one session at a
-    time) beyond the model's stage costs, spread evenly over a turn as one session lived it (from
-    the first word to the next turn's): most of it is the ingress and Serve's proxy reading 50 audio
-    messages a second while the user talks and relaying fragments while the avatar does. None when
-    the run has no CPU accounting."""
+    time) beyond what the model's stage calls cost in the same protocol simulated, spread evenly
+    over a turn as one session lived it (from the first word to the next turn's): most of it is the
+    ingress and Serve's proxy reading 50 audio messages a second while the user talks and relaying
+    fragments while the avatar does. None when the run has no CPU accounting."""
     one = next((x for x in bench.get("concurrency", []) if x["sessions"] == 1 and "cpu_per_turn_s" in x), None)
     if one is None:
         return None
-    extra = max(0.0, sum(one["cpu_per_turn_s"].get(g, 0.0) for g in OURS) - modelled_cpu_per_turn(sc))
+    bare = replace(sc, overhead=None)
+    modelled = sum(sum(stage_cpu_per_turn(protocol(bare, 1, one["turns"], seed)).values())
+                   for seed in range(seeds)) / seeds
+    extra = max(0.0, sum(one["cpu_per_turn_s"].get(g, 0.0) for g in OURS) - modelled)
     turn_s = 60.0 / one["turns_per_min"]
     return StageCost(fixed_s=turn_s, demand=extra / turn_s)
 
@@ -231,7 +246,8 @@ def validate(args) -> int:
     from capacity_model import percentile
 
     bench = json.loads(Path(args.bench).read_text())
-    sc = local_scenario(bench, args.cores, not args.free_start, not args.no_overhead)
+    inter = json.loads(Path(args.interference).read_text()) if args.interference else None
+    sc = local_scenario(bench, args.cores, not args.free_start, not args.no_overhead, inter)
     if sc.overhead is not None:
         o = sc.overhead
         print(f"CPU per turn outside the modelled stage calls (one session, measured): {o.fixed_s * o.demand:.2f} s, "
@@ -246,18 +262,18 @@ def validate(args) -> int:
         n = m["sessions"]
         per_session = max(1, round(m["turns"] / n))
         v2f, rates, sims = [], [], []
+        cpu: dict[str, float] = {}
         for seed in range(args.seed, args.seed + args.seeds):
-            sim, t = Sim(sc, seed=seed).closed(n, turns=per_session, spacing_s=0.5), 0.0
-            while sim.sessions_done < n and t < 3600:  # until every session has had its turns
-                t += 5.0
-                sim.loop.run(t)
+            sim = protocol(sc, n, per_session, seed)
             v2f += [r["v2f_s"] for r in sim.results]
             rates.append(len(sim.results) / max(r["done"] for r in sim.results) * 60)
-            sims.append(sim.run(t))
+            for name, v in stage_cpu_per_turn(sim).items():
+                cpu[name] = cpu.get(name, 0.0) + v / args.seeds
+            sims.append(sim.run(sim.loop.now))
         p50, p95 = percentile(v2f, 0.5), percentile(v2f, 0.95)
         e50, e95 = pct(p50, m["v2f_p50_s"]), pct(p95, m["v2f_p95_s"])
         worst = max(worst, abs(e50), abs(e95))
-        rows.append((n, sims))
+        rows.append((n, sims, cpu, m.get("cpu_per_turn_s")))
         print(f"| {n} | {m['turns']} | {m['v2f_p50_s']:.2f} | {p50:.2f} | {e50:+.0f} % | {m['v2f_p95_s']:.2f} | "
               f"{p95:.2f} | {e95:+.0f} % | {m['turns_per_min']:.1f} | {sum(rates) / len(rates):.1f} |")
     print(f"\nworst error {worst:.0f} % ({'within' if worst <= 20 else 'outside'} 20 %); simulated: "
@@ -265,10 +281,21 @@ def validate(args) -> int:
     print("\nSimulated: busy share of replica time, and peak replicas:\n")
     print("| sessions | " + " | ".join(STAGES) + " |")
     print("|---|" + "---|" * len(STAGES))
-    for n, reports in rows:
+    for n, reports, _, _ in rows:
         print(f"| {n} | " + " | ".join(
             f"{sum(r.utilisation[s] for r in reports) / len(reports):.2f}, {max(r.replicas_peak[s] for r in reports)}"
             for s in STAGES) + " |")
+    if all(measured for *_, measured in rows):
+        print("\nCPU seconds per turn, measured / simulated (the overhead: everything else we run, "
+              "against the ingress, proxy, Ray and clients measured):\n")
+        print("| sessions | " + " | ".join(NAMES[s] for s in STAGES) + " | overhead | all |")
+        print("|---|" + "---|" * (len(STAGES) + 2))
+        for n, _, cpu, measured in rows:
+            rest = sum(measured.get(g, 0.0) for g in OURS if g not in NAMES_INV)
+            cells = [f"{measured.get(NAMES[s], 0.0):.2f} / {cpu.get(s, 0.0):.2f}" for s in STAGES]
+            cells.append(f"{rest:.2f} / {cpu.get('overhead', 0.0):.2f}")
+            cells.append(f"{sum(measured.get(g, 0.0) for g in OURS):.2f} / {sum(cpu.values()):.2f}")
+            print(f"| {n} | " + " | ".join(cells) + " |")
     return 0 if worst <= 20 else 1
 
 
@@ -474,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--seeds", type=int, default=20, help="simulated repetitions of run.py's protocol, pooled")
     v.add_argument("--free-start", action="store_true", help="replicas Serve adds load without using the cores")
     v.add_argument("--no-overhead", action="store_true", help="leave out the CPU per turn beyond the stage costs")
+    v.add_argument("--interference", type=Path, help="interference.py --json output: calls beside others, replica loads")
     s = sub.add_parser("simulate", parents=[common], help="one run of the L4 cluster as configured")
     s.add_argument("--sessions", type=int, default=8)
     s.add_argument("--minutes", type=float, default=30.0)

@@ -22,6 +22,9 @@ What it models, and nothing more:
   the up/down factors, held until the wish has lasted `upscale_delay_s` / `downscale_delay_s`
   (wall-clock timestamps), clipped to [min, max]; the controller sees metrics as they were at the
   last push (replicas and handles push every 10 s by default);
+- optionally, interference: a request's work grows by a measured factor for each kind of request
+  running beside it on its node, weighted by the share of the node's other capacity that one holds
+  (`StageCost.interference`; on 2 cores two llama.cpp decoders spend about 40 % more CPU per token);
 - optionally, the CPU a turn costs outside the stages' fitted calls (the ingress, Serve's proxy, Ray,
   the clients, speculative starts the turn model cancels), measured per turn and run as one request
   from the user's first word, beside the stages on the same cores (`Scenario.overhead`).
@@ -92,6 +95,9 @@ class StageCost:
     tokens_per_s: dict[int, float] | None = None  # LLM: a replica's total decode rate by batch size
     demand: float = 1.0  # node capacity one running request keeps busy (cores, or GPUs)
     max_demand: float | None = None  # what one replica keeps busy at most, however many requests
+    # work beside a neighbour over work alone, by the neighbour's kind (a stage's name, or `python`:
+    # the overhead and loading replicas), as benchmarks/interference.py measures it; None: none
+    interference: dict[str, float] | None = None
 
     def speed(self, n: int) -> float:
         """Per-request speed with n requests running on the replica, relative to one alone: 1 except
@@ -234,19 +240,35 @@ class Node:
             yield from r.jobs
 
     def reschedule(self) -> None:
-        """Advance every running request on this node to now, then give each its new rate."""
-        now = self.sim.loop.now
-        jobs = list(self.jobs())
-        for job in jobs:
-            job.done += job.rate * (now - job.last)
-            job.last = now
+        """Advance every running request on this node to now, then give each its new rate (and the
+        cores it holds meanwhile)."""
+        for job in self.jobs():
+            job.advance()
         demand = sum(r.demand() for r in self.replicas if r.jobs)
         share = 1.0 if demand <= self.type.capacity else self.type.capacity / demand
+        # each request's kind and demand, for interference
+        held = [(job, r.kind(), r.demand() / len(r.jobs)) for r in self.replicas for job in r.jobs]
+        total = sum(d for _, _, d in held)
         for r in self.replicas:
             speed = 1.0 if r.state == "starting" else r.dep.cost.speed(len(r.jobs))
+            per_job = r.demand() / len(r.jobs) if r.jobs else 0.0
             for job in r.jobs:
-                job.rate = share * speed
+                slow = self.interference(r, job, per_job, held, total)
+                job.rate = share * speed / slow
+                job.cores = share * per_job
                 job.schedule()
+
+    def interference(self, r: "Replica", job: "Job", d: float, held: list, total: float) -> float:
+        """How much more work `job` takes beside the node's other requests: 1 + the sum over them of
+        (its measured factor beside that kind - 1) x the share of the rest of the node that one holds
+        (its demand over the others' total, or over the cores left beside this one if more)."""
+        factors = r.dep.cost.interference if r.state != "starting" else None
+        others = total - d
+        if not factors or others <= EPS:
+            return 1.0
+        room = max(others, self.type.capacity - d, 1.0)
+        return max(EPS, 1.0 + sum((factors.get(kind, 1.0) - 1.0) * dj / room
+                                  for other, kind, dj in held if other is not job))
 
 
 class Replica:
@@ -271,6 +293,11 @@ class Replica:
             return self.dep.sim.sc.start_demand
         return self.dep.cost.replica_demand(len(self.jobs))
 
+    def kind(self) -> str:
+        """What its requests are to their neighbours' interference: the stage, or plain Python work
+        (the overhead; a replica importing and loading)."""
+        return "python" if self.state == "starting" or self.dep.name == "overhead" else self.dep.name
+
     @property
     def free(self) -> int:
         return self.dep.max_ongoing - len(self.jobs) if self.state == "running" else 0
@@ -280,12 +307,13 @@ class Job:
     """One request: `work` seconds of service alone, with callbacks at points along it (a sentence
     written, an audio chunk out, a fragment rendered); the last point ends it."""
 
-    __slots__ = ("sim", "marks", "i", "done", "rate", "last", "event", "replica", "submitted")
+    __slots__ = ("sim", "marks", "i", "done", "rate", "last", "event", "replica", "submitted", "cores")
 
     def __init__(self, sim: "Sim", marks: list[tuple[float, Callable | None]]):
         self.sim = sim
         self.marks = sorted(marks, key=lambda m: m[0])
         self.i, self.done, self.rate, self.last = 0, 0.0, 0.0, 0.0
+        self.cores = 0.0  # of its node, while at this rate
         self.event: list | None = None
         self.replica: Replica | None = None
         self.submitted = sim.loop.now
@@ -299,11 +327,16 @@ class Job:
         dt = max(0.0, (self.marks[self.i][0] - self.done) / self.rate)
         self.event = self.sim.loop.after(dt, self._mark)
 
+    def advance(self) -> None:
+        """Progress and CPU (core-seconds, on its deployment) from the last change to now."""
+        dt = self.sim.loop.now - self.last
+        self.done += self.rate * dt
+        self.replica.dep.cpu_s += self.cores * dt
+        self.last = self.sim.loop.now
+
     def _mark(self) -> None:
         self.event = None
-        loop = self.sim.loop
-        self.done += self.rate * (loop.now - self.last)
-        self.last = loop.now
+        self.advance()
         while self.i < len(self.marks) and self.marks[self.i][0] <= self.done + 1e-7:
             _, fn = self.marks[self.i]
             self.i += 1
@@ -334,6 +367,7 @@ class Deployment:
         self.history: list[tuple[float, int]] = []  # (time, target) at each autoscaling decision
         self.replica_s = 0.0
         self._rt = 0.0
+        self.cpu_s = 0.0  # core-seconds its requests (and its replicas' loading) have held
 
     # the autoscaler's metric
     def _count(self, d: int) -> None:

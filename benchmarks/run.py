@@ -224,8 +224,9 @@ class LocalHandle:
         return Remote
 
 
-async def local_stages(cfg) -> dict:
-    """The four stage deployments' classes, built here (same backends, same code, no Serve)."""
+async def local_stages(cfg, only: tuple[str, ...] = ("asr", "llm", "tts", "animator")) -> dict:
+    """The stage deployments' classes (all four, or `only` these), built here: the same backends and
+    code, without Serve."""
     from deployments.animator import Animator
     from deployments.asr import ASR
     from deployments.llm import LLM
@@ -233,6 +234,8 @@ async def local_stages(cfg) -> dict:
 
     out = {}
     for stage, deployment in (("asr", ASR), ("llm", LLM), ("tts", TTS), ("animator", Animator)):
+        if stage not in only:
+            continue
         cls = deployment.func_or_class
         obj = cls.__new__(cls)
         extra = (str(cfg.storage.dir),) if stage in ("tts", "animator") else ()

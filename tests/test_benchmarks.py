@@ -53,3 +53,22 @@ def test_run_quick_writes_every_number(tmp_path):
     assert r["sequential_sentences"] >= 1 and r["inputs"][0]["name"] == "jfk.flac"
     bad = [(p, v) for p, v in numbers(r) if not math.isfinite(v)]
     assert not bad, bad
+
+
+def test_interference_measures_a_stage_alone_and_beside_a_neighbour(tmp_path):
+    """`benchmarks/interference.py` on its smallest run (Piper, alone and beside a pure-Python loop),
+    in its own processes as a user runs it: the real stage's CPU per call and load, and a finite
+    ratio (the planner's side of the file: tests/test_capacity.py)."""
+    out = tmp_path / "interference.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "interference.py"), "--stages", "tts", "--neighbours", "python",
+         "--seconds", "0.5", "--json", str(out)],
+        check=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )
+    r = json.loads(out.read_text())
+    alone = r["alone"]["tts"]
+    assert alone["calls"] >= 3 and alone["cpu_per_call_s"] > 0 and alone["load_cpu_s"] > alone["cpu_per_call_s"]
+    assert set(r["ratio"]) == {"tts"} and set(r["ratio"]["tts"]) == {"python"}
+    assert 0 < r["ratio"]["tts"]["python"] < 10
+    bad = [(p, v) for p, v in numbers(r) if not math.isfinite(v)]
+    assert not bad, bad
