@@ -80,3 +80,26 @@ def test_the_larger_llm_answers_the_question_tiny_en_misheard():
 
     text = words(asyncio.run(reply()))
     assert sum(animal in text for animal in ("whale", "dolphin", "shark", "octopus", "turtle", "jellyfish", "seal", "fish")) >= 2, text
+
+
+WAIT_POLICY = """
+import os, sys
+sys.path.insert(0, {root!r})
+def openmp_loaded():
+    return any("libgomp" in line for line in open("/proc/self/maps"))
+import deployments.llm, serve_app.builder  # what an LLM replica has imported before it builds the backend
+from backends.llama_cpp import LlamaCpp
+before = openmp_loaded()
+llm = LlamaCpp(LlamaCpp.Config(spin_wait={spin}))
+print(before, openmp_loaded(), os.environ["OMP_WAIT_POLICY"], "".join(d for d in llm.llm.create_completion("1, 2, 3,", max_tokens=2, temperature=0)["choices"][0]["text"] if d.isdigit()))
+"""
+
+
+@pytest.mark.parametrize("spin, policy", [(False, "PASSIVE"), (True, "ACTIVE")])
+def test_llama_cpp_threads_sleep_at_barriers_unless_told_to_spin(spin, policy):
+    """libgomp reads OMP_WAIT_POLICY once, when llama.cpp loads it: in a fresh process that has
+    imported what a replica imports, OpenMP is not loaded yet when the backend sets the policy, is
+    loaded after, and the model still writes (the next number)."""
+    out = subprocess.run([sys.executable, "-c", WAIT_POLICY.format(root=str(ROOT), spin=spin)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()
+    assert out == ["False", "True", policy, "4"], out
