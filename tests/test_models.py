@@ -88,9 +88,11 @@ sys.path.insert(0, {root!r})
 def openmp_loaded():
     return any("libgomp" in line for line in open("/proc/self/maps"))
 import deployments.llm, serve_app.builder  # what an LLM replica has imported before it builds the backend
-from backends.llama_cpp import LlamaCpp
+from backends.llama_cpp import LlamaCpp, openmp_loaded as seen
 before = openmp_loaded()
+assert seen() == before
 llm = LlamaCpp(LlamaCpp.Config(spin_wait={spin}))
+assert seen() == openmp_loaded()
 print(before, openmp_loaded(), os.environ["OMP_WAIT_POLICY"], "".join(d for d in llm.llm.create_completion("1, 2, 3,", max_tokens=2, temperature=0)["choices"][0]["text"] if d.isdigit()))
 """
 
@@ -100,6 +102,16 @@ def test_llama_cpp_threads_sleep_at_barriers_unless_told_to_spin(spin, policy):
     """libgomp reads OMP_WAIT_POLICY once, when llama.cpp loads it: in a fresh process that has
     imported what a replica imports, OpenMP is not loaded yet when the backend sets the policy, is
     loaded after, and the model still writes (the next number)."""
-    out = subprocess.run([sys.executable, "-c", WAIT_POLICY.format(root=str(ROOT), spin=spin)], capture_output=True,
-                         text=True, timeout=120, check=True).stdout.split()
-    assert out == ["False", "True", policy, "4"], out
+    run = subprocess.run([sys.executable, "-c", WAIT_POLICY.format(root=str(ROOT), spin=spin)], capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert run.stdout.split() == ["False", "True", policy, "4"], run.stdout
+    assert "does not apply" not in run.stderr
+
+
+def test_llama_cpp_says_when_openmp_was_loaded_before_it_could_set_the_policy():
+    """In-process beside faster-whisper (benchmarks/run.py builds every stage in one process), the
+    ASR's CTranslate2 has loaded libgomp first: the policy cannot apply, and the log says so."""
+    script = "import ctranslate2\n" + WAIT_POLICY.format(root=str(ROOT), spin=False)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert run.stdout.split()[:2] == ["True", "True"], run.stdout
+    assert "OpenMP is already loaded in this process: spin_wait=False does not apply" in run.stderr
