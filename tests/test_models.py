@@ -97,13 +97,19 @@ print(before, openmp_loaded(), os.environ["OMP_WAIT_POLICY"], "".join(d for d in
 """
 
 
+def without_wait_policy() -> dict:
+    """This environment without OMP_WAIT_POLICY: a backend built in this process (another test) set
+    it, and a child that inherits it gets that policy from its libgomp whoever loads it first."""
+    return {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+
+
 @pytest.mark.parametrize("spin, policy", [(False, "PASSIVE"), (True, "ACTIVE")])
 def test_llama_cpp_threads_sleep_at_barriers_unless_told_to_spin(spin, policy):
     """libgomp reads OMP_WAIT_POLICY once, when llama.cpp loads it: in a fresh process that has
     imported what a replica imports, OpenMP is not loaded yet when the backend sets the policy, is
     loaded after, and the model still writes (the next number)."""
     run = subprocess.run([sys.executable, "-c", WAIT_POLICY.format(root=str(ROOT), spin=spin)], capture_output=True,
-                         text=True, timeout=120, check=True)
+                         text=True, timeout=120, check=True, env=without_wait_policy())
     assert run.stdout.split() == ["False", "True", policy, "4"], run.stdout
     assert "does not apply" not in run.stderr
 
@@ -112,6 +118,7 @@ def test_llama_cpp_says_when_openmp_was_loaded_before_it_could_set_the_policy():
     """In-process beside faster-whisper (benchmarks/run.py builds every stage in one process), the
     ASR's CTranslate2 has loaded libgomp first: the policy cannot apply, and the log says so."""
     script = "import ctranslate2\n" + WAIT_POLICY.format(root=str(ROOT), spin=False)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True,
+                         env=without_wait_policy())
     assert run.stdout.split()[:2] == ["True", "True"], run.stdout
     assert "OpenMP is already loaded in this process: spin_wait=False does not apply" in run.stderr
