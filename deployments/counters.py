@@ -83,19 +83,22 @@ class RequestCounters:
 
 
 def read_board(app: str, deployment: str) -> dict:
-    """A deployment's counters summed over its live replicas (from the driver or any replica), and
-    the choices of the latest request any of them started."""
+    """A deployment's counters (from the driver or any replica): requests summed over every replica
+    that has posted, gone ones too, so that a replica Serve scales down keeps its requests counted;
+    work in flight, the replicas and the choices of the latest request from the live ones only (a
+    replica killed mid-request left its last row behind, in flight forever)."""
     rows = ray.get(board().rows_of.remote(app, deployment))
     total = {"started": 0, "completed": 0, "cancelled": 0, "failed": 0, "in_flight": 0, "last": {}}
     live = 0
     for key, row in rows.items():
-        try:  # a replica that was killed mid-request left its last row behind: skip it
+        for name in ("started", "completed", "cancelled", "failed"):
+            total[name] += row[name]
+        try:
             ray.get_actor(key, namespace="serve")
         except ValueError:
             continue
         live += 1
-        for name in ("started", "completed", "cancelled", "failed", "in_flight"):
-            total[name] += row[name]
+        total["in_flight"] += row["in_flight"]
         if row["last"].get("at", 0) > total["last"].get("at", 0):
             total["last"] = row["last"]
     total["replicas"] = live
