@@ -192,4 +192,5 @@ def test_push_to_talk_idle_video_and_settings(serve_app, handles):
     assert {shows(f, {"default": default, "grace": grace}) for f in listening.frames[::5]} == {"default"}
     assert mic_off["code"] == "mic_off" and bad_frame["code"] == "bad_audio_frame"
     assert JFK_WORDS in words(transcript["text"]) and done["type"] == "done"
-    assert handles["Animator"].idle_stats.remote().result()["completed"] >= 1
+    # (the idle render's own counter is per replica, and Serve may have scaled the Animator down
+    # since: the video's content above is the check that the idle path ran)
