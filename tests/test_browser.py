@@ -176,9 +176,9 @@ def test_barge_in_stops_playback(page, serve_app):
     messages = httpx.get(f"{serve_app}/api/v1/sessions/{session}", timeout=30).json()["messages"]
     # found by content, not position: a speculative turn the user talked on into has a line on the
     # page but none in the history (its audio was merged into the next utterance)
+    # (the mic loops the same question: earlier passes that nothing cut kept the same reply whole)
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
-    assert full_reply not in replies, replies
-    kept = [r for r in replies if r.rstrip("…") and full_reply.startswith(r.rstrip("…"))]
+    kept = [r for r in replies if r.endswith("…") and full_reply.startswith(r.rstrip("…"))]
     assert len(kept) == 1, (replies, full_reply)
 
 
