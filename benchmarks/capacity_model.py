@@ -246,8 +246,9 @@ class Node:
             job.advance()
         demand = sum(r.demand() for r in self.replicas if r.jobs)
         share = 1.0 if demand <= self.type.capacity else self.type.capacity / demand
-        # each request's kind and demand, for interference
-        held = [(job, r.kind(), r.demand() / len(r.jobs)) for r in self.replicas for job in r.jobs]
+        # each request's kind and demand, for interference (none measured: nothing to weigh)
+        held = [(job, r.kind(), r.demand() / len(r.jobs)) for r in self.replicas for job in r.jobs
+                ] if any(r.dep.cost.interference for r in self.replicas) else []
         total = sum(d for _, _, d in held)
         for r in self.replicas:
             speed = 1.0 if r.state == "starting" else r.dep.cost.speed(len(r.jobs))

@@ -175,8 +175,8 @@ def test_barge_in_stops_playback(page, serve_app):
     session = page.evaluate("document.body.dataset.session")
     messages = httpx.get(f"{serve_app}/api/v1/sessions/{session}", timeout=30).json()["messages"]
     # found by content, not position: a speculative turn the user talked on into has a line on the
-    # page but none in the history (its audio was merged into the next utterance)
-    # (the mic loops the same question: earlier passes that nothing cut kept the same reply whole)
+    # page but none in the history (its audio was merged into the next utterance); and the mic loops
+    # the same question, so earlier passes that nothing cut kept the same reply whole
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
     kept = [r for r in replies if r.endswith("…") and full_reply.startswith(r.rstrip("…"))]
     assert kept, (replies, full_reply)  # earlier passes may have cut the same reply too

@@ -150,7 +150,7 @@ def test_interrupted_keeps_the_sentences_heard(serve_app):
     assert dropped == kept  # the second turn left nothing
 
 
-def test_push_to_talk_idle_video_and_settings(serve_app, handles):
+def test_push_to_talk_idle_video_and_settings(serve_app):
     pcm = jfk_pcm16(0.0)
 
     async def talk():
@@ -192,5 +192,5 @@ def test_push_to_talk_idle_video_and_settings(serve_app, handles):
     assert {shows(f, {"default": default, "grace": grace}) for f in listening.frames[::5]} == {"default"}
     assert mic_off["code"] == "mic_off" and bad_frame["code"] == "bad_audio_frame"
     assert JFK_WORDS in words(transcript["text"]) and done["type"] == "done"
-    # (the idle render's own counter is per replica, and Serve may have scaled the Animator down
-    # since: the video's content above is the check that the idle path ran)
+    # (the idle render's counter is per replica and Serve may have scaled the Animator down since:
+    # the video's content above says the idle path ran; tests/test_stages.py checks the counter)

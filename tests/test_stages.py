@@ -1,4 +1,5 @@
-"""Each stage alone, through its real DeploymentHandle, with real models and real audio."""
+"""Each stage alone, through its real DeploymentHandle, with real models and real audio (and one
+Animator built in-process, where "its counter" means one replica's)."""
 
 import asyncio
 
@@ -97,3 +98,24 @@ def test_stages_count_their_requests(handles):
     assert stages_when_idle(("TTS",))["TTS"]["completed"] == board["completed"] + 1
     for name in ("ASR", "LLM", "Animator"):
         assert set(stage_stats(name)) >= {"started", "completed", "cancelled", "failed", "last"}
+
+
+def test_idle_video_is_counted_apart_from_speech():
+    """The Animator deployment's class built in this process (one replica, no Serve): an idle render
+    counts as idle, and `stats` (what autoscaling and health read as speech work) does not move."""
+    from deployments.animator import Animator
+    from tests.conftest import app_config
+
+    async def run():
+        cls = Animator.func_or_class
+        animator = cls.__new__(cls)
+        await cls.__init__(animator, app_config().animator)
+        speech_before = animator.stats()
+        fragment = await animator.idle_segment(0.4)
+        return speech_before, animator.stats(), animator.idle_stats(), fragment
+
+    speech_before, speech_after, idle, fragment = asyncio.run(run())
+    assert idle["started"] == idle["completed"] == 1 and idle["in_flight"] == 0
+    assert {k: speech_after[k] for k in ("started", "completed")} == {k: speech_before[k] for k in ("started", "completed")}
+    assert len(decode_segment(fragment.data).frames) == 10
+
