@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ sys.path.insert(0, str(HERE))
 from capacity_model import (  # noqa: E402
     STAGES,
     Autoscaling,
+    Clip,
     NodeType,
     Scenario,
     Sim,
@@ -133,12 +135,13 @@ def l4_scenario(inputs: dict, serve: dict | None = None, fixed: dict[str, int] |
 
 
 def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, overhead: bool = True,
-                   interference: dict | None = None) -> Scenario:
+                   interference: dict | None = None, jitter: float | None = None) -> Scenario:
     """This machine as `benchmarks/run.py` ran it: the root serve_config.yaml's deployments on one
     node of `cores` cores, with the costs it measured in-process (one call at a time), each request
     keeping as many cores busy as its backend runs threads; with `interference`
     (`benchmarks/interference.py --json`), what each stage's calls cost beside the others and what a
-    replica's load costs."""
+    replica's load costs; `jitter`: how much calls of one size vary (None: as one session's repeated
+    ASR calls did, `call_spread`)."""
     serve = load_yaml(LOCAL_SERVE)
     args = serve["applications"][0]["args"]
     c = bench["costs"]
@@ -167,10 +170,9 @@ def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, ove
     # per clip where run.py measured it, since the turn model waits longer after some phrases.
     ep = c.get("endpointing", {}).get("end_silence_s", args.get("endpointing", {}).get("end_silence_s", 0.7)) + 0.016
     ep = bench.get("v2f_parts_p50_s", {}).get("endpointing", ep)
-    waits = {i["input"]: i["endpointing_p50_s"] for i in bench.get("v2f_per_input", [])}
-    paired = [(float(i["speech_end_s"]), float(waits[i["name"]])) for i in bench.get("inputs", []) if i["name"] in waits]
+    measured, gap = measured_clips(bench)
     workload = Workload(
-        utterance_s=clips, clips=paired or None, think_s=0.0, sentences=sentences, reply_s=reply_s,
+        utterance_s=clips, clips=measured, in_order=True, gap_s=gap, think_s=0.0, sentences=sentences, reply_s=reply_s,
         first_sentence_s=float(w.get("first_sentence_speech_s") or reply_s / sentences),
         # the rate the LLM writes per second of speech made, from the costs' own replies (the
         # concurrency replies' speech with the costs' token counts would mix two sets of replies)
@@ -193,9 +195,55 @@ def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, ove
                 spec.start_s = interference["alone"][stage]["load_cpu_s"]
                 costs[stage].interference = dict(interference["ratio"][stage])
     sc = Scenario(costs=costs, stages=specs, node_types=[node], workload=workload, turn=turn,
-                  replica_start_s=5.0, start_demand=1.0 if start_load else 0.0)
+                  replica_start_s=5.0, start_demand=1.0 if start_load else 0.0,
+                  jitter=call_spread(bench) if jitter is None else jitter)
     sc.overhead = overhead_cost(bench, sc) if overhead else None
     return sc
+
+
+def measured_clips(bench: dict) -> tuple[list[Clip] | None, float]:
+    """Each input as the one-session run lived it (medians over its turns): its endpointing wait,
+    its reply (greedy: the same words each time), the early starts it cancelled, and the client's
+    gap between one turn's `done` and the next turn's first audio (a new WebSocket session). Older
+    runs without `turns_detail`: the endpointing per input only, and no gap."""
+    inputs = bench.get("inputs", [])
+    one = next((x for x in bench.get("concurrency", []) if x["sessions"] == 1), {})
+    turns = one.get("turns_detail")
+    if not turns:
+        waits = {i["input"]: i["endpointing_p50_s"] for i in bench.get("v2f_per_input", [])}
+        return [Clip(float(i["speech_end_s"]), float(waits[i["name"]])) for i in inputs if i["name"] in waits] or None, 0.0
+    med = statistics.median
+    clips = []
+    for k, item in enumerate(inputs):
+        mine = [t for t in turns if t["input"] == k]
+        if not mine:
+            continue
+        counts = [len(t["cancelled_starts"]) for t in mine]
+        n = max(set(counts), key=counts.count)  # the usual number of early starts; their median times
+        early = [t["cancelled_starts"] for t in mine if len(t["cancelled_starts"]) == n]
+        clips.append(Clip(
+            float(item["speech_end_s"]), med(t["endpointing_s"] for t in mine),
+            reply_s=med(t["reply_speech_s"] for t in mine), sentences=round(med(t["reply_sentences"] for t in mine)),
+            first_sentence_s=med(t["first_sentence_speech_s"] for t in mine),
+            early=tuple((med(e[j][0] for e in early), med(e[j][1] for e in early)) for j in range(n))))
+    by_session: dict[int, list[dict]] = {}
+    for t in sorted(turns, key=lambda t: t["began_s"]):
+        by_session.setdefault(t["session"], []).append(t)
+    gaps = [b["began_s"] + b["streamed_s"] - a["began_s"] - a["done_s"]
+            for ts in by_session.values() for a, b in zip(ts, ts[1:])]
+    return clips or None, med(gaps) if gaps else 0.0
+
+
+def call_spread(bench: dict) -> float:
+    """How much one call varies from the next of the same size: the coefficient of variation of
+    the ASR wait (one call, nothing queued) over one session's repeats of each clip, pooled; 0
+    when the run kept no turns or spoke no clip twice."""
+    one = next((x for x in bench.get("concurrency", []) if x["sessions"] == 1), {})
+    by_clip: dict[int, list[float]] = {}
+    for t in one.get("turns_detail", []):
+        by_clip.setdefault(t["input"], []).append(t["asr_s"])
+    cvs = [statistics.variance(xs) / statistics.fmean(xs) ** 2 for xs in by_clip.values() if len(xs) > 1]
+    return (sum(cvs) / len(cvs)) ** 0.5 if cvs else 0.0
 
 
 OURS = ("ASR", "LLM", "TTS", "Animator", "Ingress", "proxy", "ray", "client")
@@ -240,6 +288,18 @@ def pct(sim: float, measured: float) -> float:
     return (sim - measured) / measured * 100
 
 
+def p95_interval(xs: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 5th and 95th percentiles of the p95 of `xs` resampled with replacement: with 16 or 32
+    turns a measured p95 rests on the slowest one or two."""
+    import random
+
+    from capacity_model import percentile
+
+    rng = random.Random(seed)
+    p95s = sorted(percentile(rng.choices(xs, k=len(xs)), 0.95) for _ in range(draws))
+    return percentile(p95s, 0.05), percentile(p95s, 0.95)
+
+
 def validate(args) -> int:
     """Run.py's protocol, simulated: n sessions started 0.5 s apart from a cold deployment (one
     replica a stage), each for its share of the measured turns, no think time; many seeds pooled."""
@@ -247,7 +307,18 @@ def validate(args) -> int:
 
     bench = json.loads(Path(args.bench).read_text())
     inter = json.loads(Path(args.interference).read_text()) if args.interference else None
-    sc = local_scenario(bench, args.cores, not args.free_start, not args.no_overhead, inter)
+    sc = local_scenario(bench, args.cores, not args.free_start, not args.no_overhead, inter, args.jitter)
+    w = sc.workload
+    if w.clips:
+        print(f"Clips in run.py's order ({'measured per clip' if w.clips[0].reply_s else 'endpointing per clip'}), "
+              f"the client's gap between turns {w.gap_s:.2f} s, calls varying by {sc.jitter:.0%} (lognormal):\n")
+        print("| speech (s) | endpointing (s) | reply (s of speech, sentences, first) | early starts (s into the clip) |")
+        print("|---|---|---|---|")
+        for c in w.clips:
+            reply = f"{c.reply_s:.1f}, {c.sentences}, {c.first_sentence_s:.1f}" if c.reply_s else "the median"
+            early = ", ".join(f"{a:.2f}–{b:.2f}" for a, b in c.early) or "none"
+            print(f"| {c.speech_s:.2f} | {c.endpointing_s:.2f} | {reply} | {early} |")
+        print()
     if sc.overhead is not None:
         o = sc.overhead
         print(f"CPU per turn outside the modelled stage calls (one session, measured): {o.fixed_s * o.demand:.2f} s, "
@@ -274,10 +345,13 @@ def validate(args) -> int:
         e50, e95 = pct(p50, m["v2f_p50_s"]), pct(p95, m["v2f_p95_s"])
         worst = max(worst, abs(e50), abs(e95))
         rows.append((n, sims, cpu, m.get("cpu_per_turn_s")))
-        print(f"| {n} | {m['turns']} | {m['v2f_p50_s']:.2f} | {p50:.2f} | {e50:+.0f} % | {m['v2f_p95_s']:.2f} | "
+        spread = p95_interval([t["v2f_s"] for t in m["turns_detail"]]) if m.get("turns_detail") else None
+        spread = f" ({spread[0]:.2f}–{spread[1]:.2f})" if spread else ""
+        print(f"| {n} | {m['turns']} | {m['v2f_p50_s']:.2f} | {p50:.2f} | {e50:+.0f} % | {m['v2f_p95_s']:.2f}{spread} | "
               f"{p95:.2f} | {e95:+.0f} % | {m['turns_per_min']:.1f} | {sum(rates) / len(rates):.1f} |")
     print(f"\nworst error {worst:.0f} % ({'within' if worst <= 20 else 'outside'} 20 %); simulated: "
-          f"{args.seeds} seeds pooled")
+          f"{args.seeds} seeds pooled; in brackets, where run.py kept each turn, the measured p95's 90 % "
+          "bootstrap interval (how far another run of as many turns could put it)")
     print("\nSimulated: busy share of replica time, and peak replicas:\n")
     print("| sessions | " + " | ".join(STAGES) + " |")
     print("|---|" + "---|" * len(STAGES))
@@ -502,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--free-start", action="store_true", help="replicas Serve adds load without using the cores")
     v.add_argument("--no-overhead", action="store_true", help="leave out the CPU per turn beyond the stage costs")
     v.add_argument("--interference", type=Path, help="interference.py --json output: calls beside others, replica loads")
+    v.add_argument("--jitter", type=float, default=None,
+                   help="coefficient of variation of each call (default: as one session's repeated ASR calls varied)")
     s = sub.add_parser("simulate", parents=[common], help="one run of the L4 cluster as configured")
     s.add_argument("--sessions", type=int, default=8)
     s.add_argument("--minutes", type=float, default=30.0)

@@ -25,9 +25,13 @@ What it models, and nothing more:
 - optionally, interference: a request's work grows by a measured factor for each kind of request
   running beside it on its node, weighted by the share of the node's other capacity that one holds
   (`StageCost.interference`; on 2 cores two llama.cpp decoders spend about 40 % more CPU per token);
+- optionally, calls of the same size varying (`Scenario.jitter`, lognormal) as repeated calls do;
+- optionally, per clip as measured (`Clip`): its endpointing wait, its reply, and the turns the turn
+  model started early at a pause and cancelled when the speaker went on (their ASR and LLM calls run
+  until the cancel); and the client's gap between one turn's end and the next turn's audio;
 - optionally, the CPU a turn costs outside the stages' fitted calls (the ingress, Serve's proxy, Ray,
-  the clients, speculative starts the turn model cancels), measured per turn and run as one request
-  from the user's first word, beside the stages on the same cores (`Scenario.overhead`).
+  the clients), measured per turn and run as one request from the user's first word, beside the
+  stages on the same cores (`Scenario.overhead`).
 
 Left out: network time beyond a fixed hop cost, the animator's session affinity (multiplexing),
 memory, failures and barge-in.
@@ -392,6 +396,11 @@ class Deployment:
 
     # requests
     def submit(self, job: Job) -> None:
+        cv = self.sim.sc.jitter
+        if cv > 0 and self.name in STAGES:
+            sigma = math.sqrt(math.log(1 + cv * cv))
+            f = self.sim.jitter_rng.lognormvariate(-sigma * sigma / 2, sigma)
+            job.marks = [(w * f, fn) for w, fn in job.marks]
         job.submitted = self.sim.loop.now
         self._count(+1)
         self.queue.append(job)
@@ -409,6 +418,15 @@ class Deployment:
             job.replica, job.last = replica, self.sim.loop.now
             replica.jobs.append(job)
             replica.node.reschedule()
+
+    def cancel(self, job: Job) -> None:
+        """A request its caller gave up on: out of the queue, or stopped where it got to."""
+        if job in self.queue:
+            self.queue.remove(job)
+            self._count(-1)
+        elif job.replica is not None and job in job.replica.jobs:
+            job.advance()
+            self.finish(job)
 
     def finish(self, job: Job) -> None:
         replica = job.replica
@@ -572,13 +590,29 @@ class Cluster:
 
 
 @dataclass
+class Clip:
+    """One thing a user says and the reply it gets, where they were measured per input (the turn
+    model waits longer after an unfinished-sounding phrase; a greedy LLM gives each question its
+    own reply); None: the workload's figure."""
+
+    speech_s: float  # until the last voiced sample
+    endpointing_s: float | None = None
+    reply_s: float | None = None
+    sentences: int | None = None
+    first_sentence_s: float | None = None
+    # (start, cancel), seconds into the clip, of each turn started early at a pause the turn model
+    # called the end and cancelled when the speaker went on: its ASR and LLM calls run until then
+    early: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass
 class Workload:
     """How people talk to it, per turn: a range (lo, hi) is drawn uniformly, a list picked from."""
 
     utterance_s: float | tuple[float, float] | list[float] = 4.0  # the user's speech
-    # (speech s, endpointing s) pairs picked together, when endpointing depends on what was said
-    # (the turn model waits longer after an unfinished-sounding phrase); overrides the two above
-    clips: list[tuple[float, float]] | None = None
+    clips: list[Clip] | None = None  # picked from instead of the figures they give
+    in_order: bool = False  # session i speaks clips i, i + 1, ... (run.py's protocol) instead of at random
+    gap_s: float = 0.0  # the client's time from one turn's last fragment to the next turn's audio
     think_s: float = 3.0  # mean pause after the reply ends (or after `done`), exponential; 0: none
     sentences: int | tuple[int, int] = 3
     reply_s: float | tuple[float, float] = 8.0  # seconds of the avatar's speech in a reply
@@ -621,14 +655,15 @@ def fragments(piece_s: float, first: bool, cfg: TurnConfig) -> list[float]:
 
 
 class Turn:
-    def __init__(self, sim: "Sim", session: "Session", utterance_s: float, endpointing_s: float | None = None):
+    def __init__(self, sim: "Sim", session: "Session", clip: Clip):
         self.sim, self.session, self.cfg = sim, session, sim.turn_cfg
         self.speech_end = sim.loop.now
-        self.u = utterance_s
+        self.u = clip.speech_s
         rng, w = sim.rng, sim.workload
-        n = max(1, int(draw(rng, w.sentences)))
-        total = draw(rng, w.reply_s)
-        first = min(w.first_sentence_s, total) if w.first_sentence_s and n > 1 else total / n
+        n = max(1, int(clip.sentences or draw(rng, w.sentences)))
+        total = clip.reply_s or draw(rng, w.reply_s)
+        first_s = clip.first_sentence_s or w.first_sentence_s
+        first = min(first_s, total) if first_s and n > 1 else total / n
         self.speech = [first] + [(total - first) / (n - 1)] * (n - 1) if n > 1 else [total]
         rate = w.tokens_per_speech_s
         self.tokens = [w.first_sentence_tokens or first * rate] + [s * rate for s in self.speech[1:]]
@@ -642,7 +677,7 @@ class Turn:
         self.asr_done: float | None = None
         self.utterance_end: float | None = None
         self.finished = False
-        sim.loop.after(self.cfg.endpointing_s if endpointing_s is None else endpointing_s, self.heard)
+        sim.loop.after(self.cfg.endpointing_s if clip.endpointing_s is None else clip.endpointing_s, self.heard)
 
     # stages
     def heard(self) -> None:
@@ -753,18 +788,51 @@ class Turn:
         }
 
 
+class EarlyStart:
+    """A turn started at a pause and cancelled when the speaker went on: its ASR call, then its LLM
+    call, hold their replicas and cores until the cancel."""
+
+    def __init__(self, sim: "Sim", heard_s: float, cancel_s: float):
+        self.sim, self.u, self.job, self.dep = sim, heard_s, None, None
+        sim.loop.after(0.0, self.submit, "asr")
+        sim.loop.after(cancel_s - heard_s, self.cancel)
+
+    def submit(self, stage: str) -> None:
+        if self.dep is False:
+            return  # cancelled
+        self.dep = self.sim.deps[stage]
+        c = self.dep.cost
+        if stage == "asr":
+            self.job = Job(self.sim, [(c.fixed_s + c.per_audio_s * self.u, lambda: self.submit("llm"))])
+        else:  # the reply it would have written: the cancel ends it first
+            self.job = Job(self.sim, [(c.ttft_s + c.fixed_s + 1e6, None)])
+        self.dep.submit(self.job)
+
+    def cancel(self) -> None:
+        if self.dep:
+            self.dep.cancel(self.job)
+        self.dep = False
+
+
 class Session:
-    def __init__(self, sim: "Sim", start: float, turns: int | None):
+    def __init__(self, sim: "Sim", start: float, turns: int | None, index: int = 0):
         self.sim = sim
         self.turns_left = turns
+        self.next_clip = index
         sim.loop.at(start, self.speak)
 
     def speak(self) -> None:
-        w = self.sim.workload
-        u, ep = self.sim.rng.choice(w.clips) if w.clips else (draw(self.sim.rng, w.utterance_s), None)
-        if "overhead" in self.sim.deps:  # from the first word, beside the stages, not in the turn's path
-            self.sim.deps["overhead"].submit(Job(self.sim, [(self.sim.deps["overhead"].cost.fixed_s, None)]))
-        self.sim.loop.after(u, lambda: Turn(self.sim, self, u, ep))
+        sim, w = self.sim, self.sim.workload
+        if w.clips and w.in_order:
+            clip = w.clips[self.next_clip % len(w.clips)]
+            self.next_clip += 1
+        else:
+            clip = sim.rng.choice(w.clips) if w.clips else Clip(draw(sim.rng, w.utterance_s))
+        if "overhead" in sim.deps:  # from the first word, beside the stages, not in the turn's path
+            sim.deps["overhead"].submit(Job(sim, [(sim.deps["overhead"].cost.fixed_s, None)]))
+        for start, cancel in clip.early:
+            sim.loop.after(start, EarlyStart, sim, start, cancel)
+        sim.loop.after(clip.speech_s, lambda: Turn(sim, self, clip))
 
     def turn_over(self, turn: Turn, result: dict | None) -> None:
         sim, w = self.sim, self.sim.workload
@@ -777,7 +845,7 @@ class Session:
                 return
         think = sim.rng.expovariate(1 / w.think_s) if w.think_s > 0 else 0.0
         resume = result["playback_end"] if (result and w.wait_for_playback) else sim.loop.now
-        sim.loop.at(max(resume, sim.loop.now) + think, self.speak)
+        sim.loop.at(max(resume, sim.loop.now) + think + w.gap_s, self.speak)
 
 
 # ---- the whole simulation -----------------------------------------------------------------------
@@ -810,6 +878,9 @@ class Scenario:
     # CPU per turn outside the stages' costs, one request per turn from the user's first word
     # (fixed_s seconds at `demand` units when alone), on the first node type's node; None: left out
     overhead: StageCost | None = None
+    # how much calls of the same size vary: each stage request's work is drawn lognormal with mean 1
+    # and this coefficient of variation (0: every call costs its fitted line exactly)
+    jitter: float = 0.0
 
 
 STAGES = ("asr", "llm", "tts", "animator")
@@ -818,6 +889,7 @@ STAGES = ("asr", "llm", "tts", "animator")
 class Sim:
     def __init__(self, sc: Scenario, seed: int = 0):
         self.sc, self.loop, self.rng = sc, Loop(), random.Random(seed)
+        self.jitter_rng = random.Random(seed * 7919 + 1)  # its own stream: the draws above stay as they were
         self.workload, self.turn_cfg = sc.workload, sc.turn
         self.cluster = Cluster(self, sc.node_types)
         self.results: list[dict] = []
@@ -866,7 +938,7 @@ class Sim:
                 start = i * spacing_s
             else:
                 start = self.rng.uniform(0, spread) if sessions > 1 else 0.0
-            Session(self, start, turns=turns)
+            Session(self, start, turns=turns, index=i)
         return self
 
     def arrivals(self, profile: list[tuple[float, float]]) -> "Sim":

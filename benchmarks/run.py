@@ -25,10 +25,13 @@ Printed as markdown tables; `--json PATH` writes the same numbers:
 - `underruns`: over one long reply (`long_reply_speech_s`, 30 s of speech or more in a full run),
   received over `/ws`: fragments that arrive after the previous one has finished playing.
 - `concurrency`: [{sessions, turns, v2f_p50_s, v2f_p95_s, turns_per_min, reply_speech_s,
-  reply_sentences (medians), cpu_per_turn_s, cpu_busy_share}] for 1, 2 and 4 sessions talking at
-  once over `/ws` (each session: turn after turn, no think time). `cpu_per_turn_s`: CPU seconds per turn by process group (each deployment,
+  reply_sentences (medians), cpu_per_turn_s, cpu_busy_share, turns_detail}] for 1, 2 and 4 sessions
+  talking at once over `/ws` (each session: turn after turn, no think time; session i's turn k speaks
+  input (i + k) mod the inputs). `cpu_per_turn_s`: CPU seconds per turn by process group (each deployment,
   `proxy`, `ray`, `client` (this process: the clients), `other`, `machine` (every process), from
-  `benchmarks/cpu_usage.py`); `cpu_busy_share`: the machine's busy share of its cores meanwhile.
+  `benchmarks/cpu_usage.py`); `cpu_busy_share`: the machine's busy share of its cores meanwhile;
+  `turns_detail`: each turn's session, input, client cycle, voice to face, reply shape and early
+  starts cancelled (`run.turn_record`), which the capacity planner replays.
 - `rtf` {asr, llm, tts, animator}: compute seconds per second of audio (ASR: heard; TTS and
   animator: spoken; LLM: of the speech its reply makes).
 - `costs`: the cost model the capacity planner (`benchmarks/capacity.py`) reads, fitted as a line
@@ -425,13 +428,17 @@ async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats:
 
 async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[float], sessions: int, turns: int) -> dict:
     """`sessions` clients talking at once over /ws, each turn after turn, starts staggered."""
+
     results: list[v2f.Turn] = []
+    detail: list[dict] = []
 
     async def client(i: int) -> None:
         await asyncio.sleep(i * 0.5)
         for k in range(turns):
             j = (i + k) % len(clips)
-            results.append(await v2f.hands_free(ws_url, clips[j], end_s=ends[j]))
+            t = await v2f.hands_free(ws_url, clips[j], end_s=ends[j])
+            results.append(t)
+            detail.append(turn_record(t, i, j, started))
 
     started, cpu_before = time.perf_counter(), cpu_usage.snapshot()
     await asyncio.gather(*(client(i) for i in range(sessions)))
@@ -443,7 +450,22 @@ async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[floa
             "reply_speech_s": median([sum(g["duration_s"] for g in t.segments) for t in results]),
             "reply_sentences": median([len({g["sentence"] for g in t.segments}) for t in results]),
             "cpu_per_turn_s": {k: v / len(results) for k, v in cpu.items()},
-            "cpu_busy_share": cpu["machine"] / (minutes * 60 * (os.cpu_count() or 1)), "_turns": results}
+            "cpu_busy_share": cpu["machine"] / (minutes * 60 * (os.cpu_count() or 1)),
+            "turns_detail": detail, "_turns": results}
+
+
+def turn_record(t: v2f.Turn, session: int, clip: int, started: float) -> dict:
+    """One turn of a concurrency run as the capacity planner replays it: when its session began it
+    (seconds into the run), the client's cycle, voice to face and its parts, the reply's shape, and
+    the turns started early and cancelled because the speaker went on (seconds into the clip)."""
+    first = min((g["sentence"] for g in t.segments), default=0)
+    return {"session": session, "input": clip, "began_s": t.began - started, "opened_s": t.opened_s,
+            "streamed_s": t.streamed_s, "voiced_s": t.voiced_s, "done_s": t.done_s, "v2f_s": t.v2f_s,
+            "endpointing_s": t.endpointing_s, "asr_s": t.asr_s, "rest_s": t.rest_s,
+            "reply_speech_s": sum(g["duration_s"] for g in t.segments),
+            "reply_sentences": len({g["sentence"] for g in t.segments}),
+            "first_sentence_speech_s": sum(g["duration_s"] for g in t.segments if g["sentence"] == first),
+            "cancelled_starts": [list(c) for c in t.cancelled_starts]}
 
 
 # ---- the run ------------------------------------------------------------------------------------

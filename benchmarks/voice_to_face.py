@@ -59,6 +59,16 @@ class Turn:
     reply: str = ""
     utterances: int = 1  # utterance_end events during the clip (more: the speaker's pauses)
     timings: dict = field(default_factory=dict)  # the server's own, from `done`
+    # the client's cycle, for the capacity planner: perf_counter when it began to connect, and
+    # seconds after that until the `session` event, streaming began, the last voiced sample was
+    # sent, and `done`; (utterance_end, cancelled) of each turn started early and then cancelled
+    # because the speaker went on, in seconds after streaming began
+    began: float = 0.0
+    opened_s: float = 0.0
+    streamed_s: float = 0.0
+    voiced_s: float = 0.0
+    done_s: float = 0.0
+    cancelled_starts: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def v2f_s(self) -> float:
@@ -93,10 +103,12 @@ async def hands_free(ws_url: str, pcm: np.ndarray, tail_s: float = 4.0, deadline
     last_voiced = int(end_s * RATE) // step  # the message that holds the last voiced sample
     events: list[dict] = []
     sent_at = None
+    began = time.perf_counter()
     async with websockets.connect(ws_url, max_size=None) as ws:
         first = json.loads(await ws.recv())
         if first.get("type") != "session":
             raise RuntimeError(f"expected a session event, got {first}")
+        opened = time.perf_counter()
         await ws.send(json.dumps({"type": "mic", "on": True}))
 
         async def receive() -> None:
@@ -136,7 +148,17 @@ async def hands_free(ws_url: str, pcm: np.ndarray, tail_s: float = 4.0, deadline
                 await receiver  # its error, if any
         finally:
             receiver.cancel()
-    return _timed(events, sent_at)
+    turn = _timed(events, sent_at)
+    turn.began, turn.opened_s, turn.streamed_s, turn.voiced_s = began, opened - began, t0 - began, sent_at - began
+    turn.done_s = events[-1]["t"] - began
+    start = None
+    for e in events:  # each utterance_end, paired with the merge that cancelled its turn
+        if e["type"] == "utterance_end":
+            start = e["t"]
+        elif e["type"] == "cancelled" and e.get("merged") and start is not None:
+            turn.cancelled_starts.append((start - t0, e["t"] - t0))
+            start = None
+    return turn
 
 
 def _timed(events: list[dict], sent_at: float) -> Turn:

@@ -44,6 +44,13 @@ def test_run_quick_writes_every_number(tmp_path):
     assert set(r["concurrency"][0]) >= {"sessions", "v2f_p50_s", "v2f_p95_s", "turns_per_min", "cpu_per_turn_s"}
     cpu = r["concurrency"][0]["cpu_per_turn_s"]  # every stage worked, and the machine at least as much
     assert all(cpu[g] > 0 for g in ("ASR", "LLM", "TTS", "Animator", "Ingress")), cpu
+    turns = r["concurrency"][0]["turns_detail"]  # each turn, for the planner: its cycle in order
+    assert len(turns) == r["concurrency"][0]["turns"] and {t["input"] for t in turns} == {0}
+    for t in turns:
+        assert 0 < t["opened_s"] <= t["streamed_s"] < t["voiced_s"] < t["done_s"], t
+        assert math.isclose(t["v2f_s"], t["endpointing_s"] + t["asr_s"] + t["rest_s"]), t
+        assert t["reply_speech_s"] >= t["first_sentence_speech_s"] > 0 and t["reply_sentences"] >= 1, t
+        assert all(0 < a < b for a, b in t["cancelled_starts"]), t
     assert cpu["machine"] >= sum(v for g, v in cpu.items() if g != "machine") * 0.9, cpu
     assert set(r["rtf"]) == STAGES
     costs = r["costs"]

@@ -17,10 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import capacity  # noqa: E402
 from capacity_model import (  # noqa: E402
     Autoscaling,
+    Clip,
     Job,
     NodeType,
     Policy,
     Scenario,
+    Session,
     Sim,
     StageCost,
     StageSpec,
@@ -282,6 +284,8 @@ def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, cap
             if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
     sim_p50 = {int(r[1]): float(r[4]) for r in rows if len(r) > 10}  # sessions, turns, measured, simulated, ...
     assert set(sim_p50) == {1, 2, 4}
+    assert all(r[6].strip() == "2.50" for r in rows if len(r) > 10)  # no turns kept: no interval
+
     assert sim_p50[1] <= sim_p50[2] <= sim_p50[4]
     assert sim_p50[1] > 0.4 + 0.3 + 0.3  # at least endpointing, ASR's fixed part and the first token
 
@@ -299,6 +303,20 @@ def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, cap
     sc = capacity.local_scenario(bench, interference=inter)
     assert sc.costs["llm"].interference == ratio and sc.stages["llm"].start_s == 4.0
     assert sc.costs["tts"].interference is None and sc.stages["tts"].start_s is None
+
+    # with each turn kept (run.py's turns_detail): the measured p95 gets its bootstrap interval
+    detail = [{"session": 0, "input": k % 2, "began_s": 20.0 * k, "streamed_s": 0.2, "done_s": 19.0,
+               "endpointing_s": 0.3, "reply_speech_s": 8.0, "reply_sentences": 2, "first_sentence_speech_s": 3.0,
+               "cancelled_starts": [], "asr_s": 0.5, "v2f_s": 1.0 + 0.1 * k} for k in range(10)]
+    for m in bench["concurrency"]:
+        m["turns_detail"] = detail
+    path.write_text(json.dumps(bench))
+    capacity.main(["validate", "--bench", str(path), "--seeds", "2"])
+    cells = [line.split("|")[6] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("| ") and line.split("|")[1].strip().isdigit() and len(line.split("|")) > 10]
+    assert len(cells) == 3
+    lo, hi = (float(x) for x in cells[0].split("(")[1].rstrip(") ").split("–"))
+    assert 1.0 <= lo < hi <= 1.9  # within the turns' own range
 
 
 def test_a_replica_loading_its_model_shares_the_node_with_running_requests():
@@ -322,7 +340,7 @@ def test_a_replica_loading_its_model_shares_the_node_with_running_requests():
 def test_each_clip_waits_its_own_endpointing():
     """A clip the turn model hears as unfinished waits longer than one it hears as finished: the
     pairs are kept together, not averaged."""
-    w = Workload(clips=[(1.0, 0.3), (2.0, 2.0)], think_s=0.0, sentences=1, reply_s=1.0)
+    w = Workload(clips=[Clip(1.0, 0.3), Clip(2.0, 2.0)], think_s=0.0, sentences=1, reply_s=1.0)
     sim = Sim(scenario(workload=w), seed=2).closed(1, turns=40)
     sim.run(600)
     waits = {round(r["endpointing_s"], 6) for r in sim.results}
@@ -362,3 +380,107 @@ def test_the_overhead_is_what_one_session_cost_beyond_the_simulated_stage_calls(
     overhead = capacity.overhead_cost(bench, sc)
     assert overhead.fixed_s == 10.0 and overhead.demand == pytest.approx((9.0 - 4.4) / 10.0)
     assert capacity.overhead_cost({"concurrency": [{"sessions": 1}]}, sc) is None  # a run without accounting
+
+
+def test_a_cancelled_request_leaves_the_queue_or_stops_where_it_got_to():
+    sim = Sim(scenario({"asr": StageCost(fixed_s=1.0, demand=1.0)}))
+    dep = sim.deps["asr"]
+    running, queued = Job(sim, [(1.0, None)]), Job(sim, [(1.0, None)])
+    dep.submit(running)
+    dep.submit(queued)
+    sim.loop.run(0.4)
+    dep.cancel(queued)
+    assert dep.ongoing == 1 and not dep.queue
+    dep.cancel(running)
+    assert dep.ongoing == 0 and dep.replicas[0].jobs == [] and dep.cpu_s == pytest.approx(0.4)
+    sim.loop.run(5.0)
+    assert running.i == 0  # its end never came
+
+
+def test_a_turn_started_early_holds_asr_then_the_llm_until_the_speaker_goes_on():
+    """A pause 1.0 s into a 3 s clip started a turn, cancelled at 1.5 s: its ASR call (0.2 + 0.05 x
+    1.0 s) runs to 1.25 s, then its LLM call to the cancel, 0.25 s more; cancelled at 1.1 s, the ASR
+    call stops there and the LLM is never called. The turn of the whole clip is as it was."""
+    costs = {"asr": StageCost(fixed_s=0.2, per_audio_s=0.05, demand=1.0),
+             "llm": StageCost(ttft_s=0.1, tokens_per_s={1: 20.0}, demand=1.0)}
+
+    def run(early):
+        w = Workload(clips=[Clip(3.0, 0.3, early=early)], sentences=1, reply_s=2.0, tokens_per_speech_s=5.0,
+                     think_s=0.0)
+        sim = Sim(scenario(costs, workload=w)).closed(1, turns=1)
+        sim.run(60)
+        return sim.deps["asr"].cpu_s, sim.deps["llm"].cpu_s, sim.results[0]["v2f_s"]
+
+    asr, llm, v2f = run(())
+    assert (asr, llm) == (pytest.approx(0.35), pytest.approx(0.6))  # 0.2 + 0.05 x 3; 0.1 + 10 tokens / 20
+    assert run(((1.0, 1.5),)) == (pytest.approx(asr + 0.25), pytest.approx(llm + 0.25), pytest.approx(v2f))
+    assert run(((1.0, 1.1),)) == (pytest.approx(asr + 0.1), pytest.approx(llm), pytest.approx(v2f))
+
+
+def test_sessions_speak_the_clips_in_order_with_their_replies_and_the_clients_gap():
+    """In order, as run.py's clients do: a session takes the clips from its own index on, each
+    with its measured wait and reply; the next turn's audio starts the client's gap after the last
+    fragment of the one before."""
+    w = Workload(clips=[Clip(1.0, 0.3, reply_s=1.0, sentences=1), Clip(2.0, 0.5, reply_s=3.0, sentences=1)],
+                 in_order=True, gap_s=0.7, think_s=0.0, wait_for_playback=False)
+    for index, waits in ((0, [0.3, 0.5, 0.3]), (1, [0.5, 0.3, 0.5])):
+        fast = {"tts": StageCost(per_audio_s=0.05, demand=0), "animator": StageCost(per_audio_s=0.05, demand=0)}
+        sim = Sim(scenario(fast, workload=w))
+        Session(sim, 0.0, turns=3, index=index)
+        sim.run(120)
+        rs = sim.results
+        assert [round(r["endpointing_s"], 6) for r in rs] == waits
+        replies = [r["playback_end"] - r["speech_end"] - r["v2f_s"] for r in rs]
+        assert replies == [pytest.approx(1.0 if x == 0.3 else 3.0) for x in waits]  # no underruns here
+        for a, b, x in zip(rs, rs[1:], waits[1:]):
+            assert b["speech_end"] - a["done"] == pytest.approx(0.7 + (1.0 if x == 0.3 else 2.0))
+
+
+def test_the_clips_are_what_the_one_session_turns_measured():
+    """run.py's turns_detail: per input the median wait and reply, the usual number of early starts
+    at their median times; the gap is from one turn's `done` to the next turn's first audio."""
+    def turn(session, k, began, ep, reply, starts):
+        return {"session": session, "input": k, "began_s": began, "streamed_s": 0.25, "done_s": 10.0,
+                "endpointing_s": ep, "reply_speech_s": reply, "reply_sentences": 2, "first_sentence_speech_s": 1.5,
+                "cancelled_starts": starts}
+
+    bench = {"inputs": [{"name": "jfk", "speech_end_s": 11.0}, {"name": "q", "speech_end_s": 2.0}],
+             "concurrency": [{"sessions": 1, "turns_detail": [
+                 turn(0, 0, 0.0, 0.3, 7.0, [[2.5, 3.3]]), turn(0, 1, 10.5, 0.2, 5.0, []),
+                 turn(0, 0, 21.0, 0.5, 7.0, [[2.7, 3.5]]), turn(0, 1, 31.5, 0.2, 5.0, []),
+                 turn(0, 0, 42.0, 0.4, 7.0, [])]}]}
+    clips, gap = capacity.measured_clips(bench)
+    assert clips == [Clip(11.0, 0.4, reply_s=7.0, sentences=2, first_sentence_s=1.5, early=((2.6, 3.4),)),
+                     Clip(2.0, 0.2, reply_s=5.0, sentences=2, first_sentence_s=1.5)]
+    assert gap == pytest.approx(0.5 + 0.25)  # began 10.5 after a turn that began at 0 and ended at 10
+    old = {"inputs": bench["inputs"], "v2f_per_input": [{"input": "q", "endpointing_p50_s": 0.3}]}
+    assert capacity.measured_clips(old) == ([Clip(2.0, 0.3)], 0.0)
+
+
+def test_calls_vary_by_the_jitter_around_their_fitted_cost():
+    """With jitter, each stage request's work is its fitted cost times a lognormal draw of mean 1
+    and the given coefficient of variation; without, exactly its cost."""
+    def works(jitter):
+        sim = Sim(scenario(jitter=jitter), seed=3)
+        dep = sim.deps["asr"]
+        jobs = [Job(sim, [(0.5, None), (2.0, None)]) for _ in range(4000)]
+        for job in jobs:
+            dep.submit(job)
+        return [job.marks[-1][0] / 2.0 for job in jobs], [job.marks[0][0] / job.marks[-1][0] for job in jobs]
+
+    same, _ = works(0.0)
+    assert set(same) == {1.0}
+    factors, shape = works(0.2)
+    mean = sum(factors) / len(factors)
+    cv = (sum((f - mean) ** 2 for f in factors) / len(factors)) ** 0.5 / mean
+    assert mean == pytest.approx(1.0, abs=0.02) and cv == pytest.approx(0.2, abs=0.02)
+    assert shape == [pytest.approx(0.25)] * len(shape)  # the points along a call scale with it
+
+
+def test_the_call_spread_is_how_one_sessions_repeated_asr_calls_varied():
+    turns = [{"input": 0, "asr_s": 0.4}, {"input": 0, "asr_s": 0.6}, {"input": 1, "asr_s": 1.0},
+             {"input": 1, "asr_s": 1.0}, {"input": 2, "asr_s": 9.0}]  # a clip spoken once tells nothing
+    bench = {"concurrency": [{"sessions": 1, "turns_detail": turns}]}
+    # clip 0: variance 0.02 over a mean of 0.5 squared, 0.08; clip 1: 0; pooled: the root of their mean
+    assert capacity.call_spread(bench) == pytest.approx(0.2)
+    assert capacity.call_spread({"concurrency": [{"sessions": 1}]}) == 0.0
