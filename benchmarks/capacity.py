@@ -332,11 +332,12 @@ def validate(args) -> int:
     for m in bench["concurrency"]:
         n = m["sessions"]
         per_session = max(1, round(m["turns"] / n))
-        v2f, rates, sims = [], [], []
+        v2f, rates, sims, turns = [], [], [], []
         cpu: dict[str, float] = {}
         for seed in range(args.seed, args.seed + args.seeds):
             sim = protocol(sc, n, per_session, seed)
             v2f += [r["v2f_s"] for r in sim.results]
+            turns += sim.results
             rates.append(len(sim.results) / max(r["done"] for r in sim.results) * 60)
             for name, v in stage_cpu_per_turn(sim).items():
                 cpu[name] = cpu.get(name, 0.0) + v / args.seeds
@@ -345,6 +346,8 @@ def validate(args) -> int:
         e50, e95 = pct(p50, m["v2f_p50_s"]), pct(p95, m["v2f_p95_s"])
         worst = max(worst, abs(e50), abs(e95))
         rows.append((n, sims, cpu, m.get("cpu_per_turn_s")))
+        if n == 1:
+            alone = turns
         spread = p95_interval([t["v2f_s"] for t in m["turns_detail"]]) if m.get("turns_detail") else None
         spread = f" ({spread[0]:.2f}–{spread[1]:.2f})" if spread else ""
         print(f"| {n} | {m['turns']} | {m['v2f_p50_s']:.2f} | {p50:.2f} | {e50:+.0f} % | {m['v2f_p95_s']:.2f}{spread} | "
@@ -352,6 +355,20 @@ def validate(args) -> int:
     print(f"\nworst error {worst:.0f} % ({'within' if worst <= 20 else 'outside'} 20 %); simulated: "
           f"{args.seeds} seeds pooled; in brackets, where run.py kept each turn, the measured p95's 90 % "
           "bootstrap interval (how far another run of as many turns could put it)")
+    one = next((m for m in bench["concurrency"] if m["sessions"] == 1 and m.get("turns_detail")), None)
+    if one and sc.workload.clips:
+        floors = {i["input"]: i["floor_s"] for i in bench.get("per_input", [])}
+        print("\nOne session, per clip: voice to face measured (median) against simulated, and run.py's in-process "
+              "floor (its stage calls one at a time) plus the clip's endpointing wait, against the model's:\n")
+        print("| clip | speech (s) | measured | simulated | floor + endpointing, measured | model's |")
+        print("|---|---|---|---|---|---|")
+        for k, (item, clip) in enumerate(zip(bench["inputs"], sc.workload.clips)):
+            real = [t["v2f_s"] for t in one["turns_detail"] if t["input"] == k]
+            model = [r["v2f_s"] for r in alone if abs(r["speech_s"] - clip.speech_s) < 1e-9]
+            floor = floors.get(item["name"])
+            print(f"| {item['name']} | {clip.speech_s:.2f} | {statistics.median(real):.2f} | "
+                  f"{statistics.median(model):.2f} | {floor + clip.endpointing_s if floor else float('nan'):.2f} | "
+                  f"{alone_floor(sc, clip):.2f} |")
     print("\nSimulated: busy share of replica time, and peak replicas:\n")
     print("| sessions | " + " | ".join(STAGES) + " |")
     print("|---|" + "---|" * len(STAGES))
@@ -371,6 +388,17 @@ def validate(args) -> int:
             cells.append(f"{sum(measured.get(g, 0.0) for g in OURS):.2f} / {sum(cpu.values()):.2f}")
             print(f"| {n} | " + " | ".join(cells) + " |")
     return 0 if worst <= 20 else 1
+
+
+def alone_floor(sc: Scenario, clip: Clip) -> float:
+    """The model's floor for a clip: its endpointing wait, then each stage's fitted cost alone, as
+    run.py's floor takes them (ASR, the LLM to the first sentence, TTS of it, the first fragment)."""
+    c, w = sc.costs, sc.workload
+    first = clip.first_sentence_s or w.first_sentence_s
+    llm = c["llm"].ttft_s + c["llm"].fixed_s + (w.first_sentence_tokens or first * w.tokens_per_speech_s) / c["llm"].tokens_at(1)
+    return (clip.endpointing_s + c["asr"].fixed_s + c["asr"].per_audio_s * clip.speech_s + llm
+            + c["tts"].fixed_s + c["tts"].per_audio_s * (c["tts"].chunk_s or first)
+            + c["animator"].fixed_s + c["animator"].per_audio_s * sc.turn.first_fragment_s)
 
 
 def report_row(label: str, r) -> str:

@@ -778,6 +778,7 @@ class Turn:
             end += length
         return {
             "speech_end": self.speech_end,
+            "speech_s": self.u,
             "v2f_s": self.arrivals[0] - self.speech_end,
             "endpointing_s": self.utterance_end - self.speech_end,
             "asr_s": self.asr_done - self.utterance_end,

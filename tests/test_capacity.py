@@ -318,6 +318,17 @@ def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, cap
     lo, hi = (float(x) for x in cells[0].split("(")[1].rstrip(") ").split("–"))
     assert 1.0 <= lo < hi <= 1.9  # within the turns' own range
 
+    # and one session per clip: the model's floor for clip "a" is its 0.3 s wait, ASR 0.3 + 0.02 x 11,
+    # the first token 0.3 + 3 s of speech x 4 tokens x 0.035, TTS 0.06 x 3, the animator 0.04 + 0.13 x 0.4
+    bench["per_input"] = [{"input": "a", "floor_s": 1.5}, {"input": "b", "floor_s": 1.2}]
+    path.write_text(json.dumps(bench))
+    capacity.main(["validate", "--bench", str(path), "--seeds", "2"])
+    clips = {r[1].strip(): r for r in (line.split("|") for line in capsys.readouterr().out.splitlines())
+             if len(r) == 8 and r[1].strip() in ("a", "b")}
+    assert set(clips) == {"a", "b"}
+    assert float(clips["a"][5]) == pytest.approx(1.5 + 0.3) and float(clips["a"][6]) == pytest.approx(1.81, abs=0.005)
+    assert float(clips["a"][3]) == pytest.approx(1.4)  # the median of clip a's measured turns (even k)
+
 
 def test_a_replica_loading_its_model_shares_the_node_with_running_requests():
     """start_demand: a new replica's 2 s load and a running request, each keeping the one unit of
