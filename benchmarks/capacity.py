@@ -154,6 +154,7 @@ def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, ove
         "llm": StageCost(ttft_s=pos(c["llm"]["first_token_s"]), tokens_per_s={1: 1 / c["llm"]["per_token_s"]},
                          demand=threads["llm"], max_demand=threads["llm"]),
         "tts": StageCost(fixed_s=pos(c["tts"]["fixed_s"]), per_audio_s=pos(c["tts"]["per_audio_s"]),
+                         chunk_s=c["tts"].get("chunk_s"),  # Piper's chunks: a sentence as its phonemizer cuts it
                          demand=threads["tts"], max_demand=threads["tts"]),
         "animator": StageCost(fixed_s=pos(c["animator"]["fixed_s"]), per_audio_s=pos(c["animator"]["per_audio_s"]),
                               demand=threads["animator"]),
@@ -204,8 +205,9 @@ def local_scenario(bench: dict, cores: float = 2.0, start_load: bool = True, ove
 def measured_clips(bench: dict) -> tuple[list[Clip] | None, float]:
     """Each input as the one-session run lived it (medians over its turns): its endpointing wait,
     its reply (greedy: the same words each time), the early starts it cancelled, and the client's
-    gap between one turn's `done` and the next turn's first audio (a new WebSocket session). Older
-    runs without `turns_detail`: the endpointing per input only, and no gap."""
+    gap between one turn's `done` and the next turn's first audio (a new WebSocket session); and
+    what the graph adds to its first segment beyond the stage calls, from run.py's floor phase.
+    Older runs without `turns_detail`: the endpointing per input only."""
     inputs = bench.get("inputs", [])
     one = next((x for x in bench.get("concurrency", []) if x["sessions"] == 1), {})
     turns = one.get("turns_detail")
@@ -221,8 +223,12 @@ def measured_clips(bench: dict) -> tuple[list[Clip] | None, float]:
         counts = [len(t["cancelled_starts"]) for t in mine]
         n = max(set(counts), key=counts.count)  # the usual number of early starts; their median times
         early = [t["cancelled_starts"] for t in mine if len(t["cancelled_starts"]) == n]
+        # what the graph added to this clip's first segment beyond its stage calls, in run.py's
+        # floor phase (ttfs through the graph against the in-process floor, one turn at a time)
+        graph = next((max(0.0, x["ttfs_s"] - x["floor_s"]) for x in bench.get("per_input", [])
+                      if x["input"] == item["name"]), 0.0)
         clips.append(Clip(
-            float(item["speech_end_s"]), med(t["endpointing_s"] for t in mine),
+            float(item["speech_end_s"]), med(t["endpointing_s"] for t in mine), graph_s=graph,
             reply_s=med(t["reply_speech_s"] for t in mine), sentences=round(med(t["reply_sentences"] for t in mine)),
             first_sentence_s=med(t["first_sentence_speech_s"] for t in mine),
             early=tuple((med(e[j][0] for e in early), med(e[j][1] for e in early)) for j in range(n))))
@@ -312,12 +318,13 @@ def validate(args) -> int:
     if w.clips:
         print(f"Clips in run.py's order ({'measured per clip' if w.clips[0].reply_s else 'endpointing per clip'}), "
               f"the client's gap between turns {w.gap_s:.2f} s, calls varying by {sc.jitter:.0%} (lognormal):\n")
-        print("| speech (s) | endpointing (s) | reply (s of speech, sentences, first) | early starts (s into the clip) |")
-        print("|---|---|---|---|")
+        print("| speech (s) | endpointing (s) | reply (s of speech, sentences, first) | early starts (s into the clip) "
+              "| graph beyond the stage calls (s) |")
+        print("|---|---|---|---|---|")
         for c in w.clips:
             reply = f"{c.reply_s:.1f}, {c.sentences}, {c.first_sentence_s:.1f}" if c.reply_s else "the median"
             early = ", ".join(f"{a:.2f}–{b:.2f}" for a, b in c.early) or "none"
-            print(f"| {c.speech_s:.2f} | {c.endpointing_s:.2f} | {reply} | {early} |")
+            print(f"| {c.speech_s:.2f} | {c.endpointing_s:.2f} | {reply} | {early} | {c.graph_s:.2f} |")
         print()
     if sc.overhead is not None:
         o = sc.overhead

@@ -603,6 +603,9 @@ class Clip:
     # (start, cancel), seconds into the clip, of each turn started early at a pause the turn model
     # called the end and cancelled when the speaker went on: its ASR and LLM calls run until then
     early: tuple[tuple[float, float], ...] = ()
+    # what the graph adds to the first segment beyond its stage calls' own time, one turn at a time
+    # (Serve's hops, its processes' work): a wait between ASR and the LLM
+    graph_s: float = 0.0
 
 
 @dataclass
@@ -658,7 +661,7 @@ class Turn:
     def __init__(self, sim: "Sim", session: "Session", clip: Clip):
         self.sim, self.session, self.cfg = sim, session, sim.turn_cfg
         self.speech_end = sim.loop.now
-        self.u = clip.speech_s
+        self.u, self.graph_s = clip.speech_s, clip.graph_s
         rng, w = sim.rng, sim.workload
         n = max(1, int(clip.sentences or draw(rng, w.sentences)))
         total = clip.reply_s or draw(rng, w.reply_s)
@@ -701,7 +704,7 @@ class Turn:
         for k, toks in enumerate(self.tokens):
             cum += toks
             marks.append((c.ttft_s + c.fixed_s + cum / single, lambda k=k: self.sentence(k)))
-        self.sim.loop.after(self.cfg.hop_s, llm.submit, Job(self.sim, marks))
+        self.sim.loop.after(self.cfg.hop_s + self.graph_s, llm.submit, Job(self.sim, marks))
 
     def sentence(self, k: int) -> None:
         self.tts_queue.append(k)

@@ -38,7 +38,8 @@ Printed as markdown tables; `--json PATH` writes the same numbers:
   over calls of several sizes, in-process, one call at a time on this machine:
     {"asr":      {"fixed_s", "per_audio_s"},              # per second of input audio
      "llm":      {"fixed_s", "per_token_s", "first_token_s", "tokens_per_speech_s"},
-     "tts":      {"fixed_s", "per_audio_s", "first_chunk_s"},   # per second of output audio
+     "tts":      {"fixed_s", "per_audio_s", "first_chunk_s", "chunk_s"},   # per second of output
+                                                   # audio; chunk_s: median seconds of audio a chunk
      "animator": {"fixed_s", "per_audio_s", "first_fragment_s"},
      "endpointing": {"end_silence_s"},
      "workload": {"utterance_s", "reply_tokens", "reply_speech_s", "reply_sentences",
@@ -370,7 +371,7 @@ async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats:
         first_tok.append(first)
         replies.append("".join(parts).strip())
     tts_x, tts_y, tts_first, anim_x, anim_y, anim_first = [], [], [], [], [], []
-    speech_of_reply, sentences_of_reply, first_sentence_s = [], [], []
+    speech_of_reply, sentences_of_reply, first_sentence_s, chunk_s = [], [], [], []
     for reply in replies:
         splitter = SentenceSplitter()
         sentences = splitter.push(reply) + splitter.flush()
@@ -382,6 +383,7 @@ async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats:
                 first = first or time.perf_counter() - t
                 pcm.append(chunk.pcm)
                 rate = chunk.sample_rate
+                chunk_s.append(len(chunk.pcm) / rate)
             tts_y.append(time.perf_counter() - t)
             tts_first.append(first)
             seconds = sum(map(len, pcm)) / rate
@@ -413,7 +415,7 @@ async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats:
         "llm": {"fixed_s": llm["fixed_s"], "per_token_s": llm["slope"], "first_token_s": med(first_tok),
                 "tokens_per_speech_s": tokens_per_speech_s, "r2": llm["r2"], "samples": llm["samples"]},
         "tts": {"fixed_s": tts["fixed_s"], "per_audio_s": tts["slope"], "first_chunk_s": med(tts_first),
-                "r2": tts["r2"], "samples": tts["samples"]},
+                "chunk_s": med(chunk_s), "r2": tts["r2"], "samples": tts["samples"]},
         "animator": {"fixed_s": anim["fixed_s"], "per_audio_s": anim["slope"], "first_fragment_s": med(anim_first),
                      "r2": anim["r2"], "samples": anim["samples"]},
         "endpointing": {"end_silence_s": cfg.endpointing.end_silence_s},

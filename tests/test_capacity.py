@@ -320,7 +320,8 @@ def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, cap
 
     # and one session per clip: the model's floor for clip "a" is its 0.3 s wait, ASR 0.3 + 0.02 x 11,
     # the first token 0.3 + 3 s of speech x 4 tokens x 0.035, TTS 0.06 x 3, the animator 0.04 + 0.13 x 0.4
-    bench["per_input"] = [{"input": "a", "floor_s": 1.5}, {"input": "b", "floor_s": 1.2}]
+    bench["per_input"] = [{"input": "a", "floor_s": 1.5, "ttfs_s": 1.7}, {"input": "b", "floor_s": 1.2, "ttfs_s": 1.1}]
+    assert [c.graph_s for c in capacity.local_scenario(bench).workload.clips] == [pytest.approx(0.2), 0.0]
     path.write_text(json.dumps(bench))
     capacity.main(["validate", "--bench", str(path), "--seeds", "2"])
     clips = {r[1].strip(): r for r in (line.split("|") for line in capsys.readouterr().out.splitlines())
@@ -495,3 +496,14 @@ def test_the_call_spread_is_how_one_sessions_repeated_asr_calls_varied():
     # clip 0: variance 0.02 over a mean of 0.5 squared, 0.08; clip 1: 0; pooled: the root of their mean
     assert capacity.call_spread(bench) == pytest.approx(0.2)
     assert capacity.call_spread({"concurrency": [{"sessions": 1}]}) == 0.0
+
+
+def test_what_the_graph_adds_beyond_the_stage_calls_is_a_wait_before_the_llm():
+    def v2f(graph_s):
+        w = Workload(clips=[Clip(1.0, 0.3, graph_s=graph_s)], sentences=1, reply_s=1.0, think_s=0.0)
+        sim = Sim(scenario(workload=w)).closed(1, turns=1)
+        sim.run(60)
+        return sim.results[0]["v2f_s"], sim.results[0]["asr_s"]
+
+    (plain, asr), (slower, asr_too) = v2f(0.0), v2f(0.25)
+    assert slower == pytest.approx(plain + 0.25) and asr_too == pytest.approx(asr)
