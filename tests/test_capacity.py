@@ -330,6 +330,20 @@ def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, cap
     assert float(clips["a"][5]) == pytest.approx(1.5 + 0.3) and float(clips["a"][6]) == pytest.approx(1.81, abs=0.005)
     assert float(clips["a"][3]) == pytest.approx(1.4)  # the median of clip a's measured turns (even k)
 
+    # several runs pooled: the same run twice, its turns twice (the median of their own v2f), the same simulation
+    def table(out):
+        return {int(r[1]): r for r in (line.split("|") for line in out.splitlines())
+                if len(r) > 10 and r[1].strip().isdigit()}
+
+    capacity.main(["validate", "--bench", str(path), "--seeds", "2"])
+    one = table(capsys.readouterr().out)
+    capacity.main(["validate", "--bench", str(path), str(path), "--seeds", "2"])
+    two = table(capsys.readouterr().out)
+    assert set(two) == {1, 2, 4}
+    for n in two:
+        assert int(two[n][2]) == 20 and float(two[n][3]) == pytest.approx(1.45)  # the median of 1.0 ... 1.9, twice
+        assert two[n][4] == one[n][4]  # simulated p50
+
 
 def test_a_replica_loading_its_model_shares_the_node_with_running_requests():
     """start_demand: a new replica's 2 s load and a running request, each keeping the one unit of
