@@ -430,7 +430,6 @@ async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats:
 
 async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[float], sessions: int, turns: int) -> dict:
     """`sessions` clients talking at once over /ws, each turn after turn, starts staggered."""
-
     results: list[v2f.Turn] = []
     detail: list[dict] = []
 
