@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import random
 import statistics
 import sys
 from dataclasses import replace
@@ -40,6 +41,7 @@ from capacity_model import (  # noqa: E402
     StageSpec,
     TurnConfig,
     Workload,
+    percentile,
 )
 
 L4_COSTS = HERE / "costs" / "l4.yaml"
@@ -210,8 +212,7 @@ def measured_clips(bench: dict) -> tuple[list[Clip] | None, float]:
     what the graph adds to its first segment beyond the stage calls, from run.py's floor phase.
     Older runs without `turns_detail`: the endpointing per input only."""
     inputs = bench.get("inputs", [])
-    one = next((x for x in bench.get("concurrency", []) if x["sessions"] == 1), {})
-    turns = one.get("turns_detail")
+    turns = one_session(bench).get("turns_detail")
     if not turns:
         waits = {i["input"]: i["endpointing_p50_s"] for i in bench.get("v2f_per_input", [])}
         return [Clip(float(i["speech_end_s"]), float(waits[i["name"]])) for i in inputs if i["name"] in waits] or None, 0.0
@@ -241,13 +242,17 @@ def measured_clips(bench: dict) -> tuple[list[Clip] | None, float]:
     return clips or None, med(gaps) if gaps else 0.0
 
 
+def one_session(bench: dict) -> dict:
+    """run.py's concurrency entry for one session ({} if it has none)."""
+    return next((x for x in bench.get("concurrency", []) if x["sessions"] == 1), {})
+
+
 def call_spread(bench: dict) -> float:
     """How much one call varies from the next of the same size: the coefficient of variation of
     the ASR wait (one call, nothing queued) over one session's repeats of each clip, pooled; 0
     when the run kept no turns or spoke no clip twice."""
-    one = next((x for x in bench.get("concurrency", []) if x["sessions"] == 1), {})
     by_clip: dict[int, list[float]] = {}
-    for t in one.get("turns_detail", []):
+    for t in one_session(bench).get("turns_detail", []):
         by_clip.setdefault(t["input"], []).append(t["asr_s"])
     cvs = [statistics.variance(xs) / statistics.fmean(xs) ** 2 for xs in by_clip.values() if len(xs) > 1]
     return (sum(cvs) / len(cvs)) ** 0.5 if cvs else 0.0
@@ -298,24 +303,33 @@ def pct(sim: float, measured: float) -> float:
 def p95_interval(xs: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
     """The 5th and 95th percentiles of the p95 of `xs` resampled with replacement: with 16 or 32
     turns a measured p95 rests on the slowest one or two."""
-    import random
-
-    from capacity_model import percentile
-
     rng = random.Random(seed)
     p95s = sorted(percentile(rng.choices(xs, k=len(xs)), 0.95) for _ in range(draws))
     return percentile(p95s, 0.05), percentile(p95s, 0.95)
 
 
+def protocol_runs(sc: Scenario, m: dict, args) -> list[Sim]:
+    """`protocol` once per seed, for a `concurrency` entry of run.py: its sessions, each for its
+    share of the measured turns."""
+    n = m["sessions"]
+    return [protocol(sc, n, max(1, round(m["turns"] / n)), seed) for seed in range(args.seed, args.seed + args.seeds)]
+
+
+def turns_per_min(sim: Sim) -> float:
+    return len(sim.results) / max(r["done"] for r in sim.results) * 60
+
+
+VALIDATION_HEADER = ("| sessions | turns measured | measured p50 | simulated p50 | error | measured p95 | simulated p95 "
+                     "| error | turns/min measured | simulated |\n|---|---|---|---|---|---|---|---|---|---|")
+
+
 def validate(args) -> int:
     """Run.py's protocol, simulated: n sessions started 0.5 s apart from a cold deployment (one
     replica a stage), each for its share of the measured turns, no think time; many seeds pooled."""
-    from capacity_model import percentile
-
     if len(args.bench) > 1:
         return validate_pooled(args)
-    args.bench = args.bench[0]
-    bench = json.loads(Path(args.bench).read_text())
+    path = args.bench[0]
+    bench = json.loads(Path(path).read_text())
     inter = json.loads(Path(args.interference).read_text()) if args.interference else None
     sc = local_scenario(bench, args.cores, not args.free_start, not args.no_overhead, inter, args.jitter)
     w = sc.workload
@@ -336,23 +350,19 @@ def validate(args) -> int:
               f"modelled as {o.demand:.2f} cores over {o.fixed_s:.1f} s from the first word\n")
     rows, worst = [], 0.0
     machine = bench.get("machine", {})
-    print(f"Simulated against measured (`{args.bench}`, {machine.get('date', '')}, commit {machine.get('commit', '?')}):\n")
-    print("| sessions | turns measured | measured p50 | simulated p50 | error | measured p95 | simulated p95 | error "
-          "| turns/min measured | simulated |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"Simulated against measured (`{path}`, {machine.get('date', '')}, commit {machine.get('commit', '?')}):\n")
+    print(VALIDATION_HEADER)
+    alone: list[dict] = []  # the one-session turns simulated
     for m in bench["concurrency"]:
         n = m["sessions"]
-        per_session = max(1, round(m["turns"] / n))
-        v2f, rates, sims, turns = [], [], [], []
+        runs = protocol_runs(sc, m, args)
+        turns = [r for sim in runs for r in sim.results]
+        v2f, rates = [r["v2f_s"] for r in turns], [turns_per_min(sim) for sim in runs]
         cpu: dict[str, float] = {}
-        for seed in range(args.seed, args.seed + args.seeds):
-            sim = protocol(sc, n, per_session, seed)
-            v2f += [r["v2f_s"] for r in sim.results]
-            turns += sim.results
-            rates.append(len(sim.results) / max(r["done"] for r in sim.results) * 60)
+        for sim in runs:
             for name, v in stage_cpu_per_turn(sim).items():
                 cpu[name] = cpu.get(name, 0.0) + v / args.seeds
-            sims.append(sim.run(sim.loop.now))
+        sims = [sim.run(sim.loop.now) for sim in runs]
         p50, p95 = percentile(v2f, 0.5), percentile(v2f, 0.95)
         e50, e95 = pct(p50, m["v2f_p50_s"]), pct(p95, m["v2f_p95_s"])
         worst = max(worst, abs(e50), abs(e95))
@@ -375,7 +385,7 @@ def validate(args) -> int:
         print("|---|---|---|---|---|---|")
         for k, (item, clip) in enumerate(zip(bench["inputs"], sc.workload.clips)):
             real = [t["v2f_s"] for t in one["turns_detail"] if t["input"] == k]
-            model = [r["v2f_s"] for r in alone if abs(r["speech_s"] - clip.speech_s) < 1e-9]
+            model = [r["v2f_s"] for r in alone if r["clip"] is clip]
             floor = floors.get(item["name"])
             print(f"| {item['name']} | {clip.speech_s:.2f} | {statistics.median(real):.2f} | "
                   f"{statistics.median(model):.2f} | {floor + clip.endpointing_s if floor else float('nan'):.2f} | "
@@ -405,31 +415,28 @@ def validate_pooled(args) -> int:
     """Several runs of run.py, their turns pooled per number of sessions, each run simulated with its
     own costs and clips and the simulated turns pooled the same way: a p95 over 48 turns rather
     than 16, and a machine whose speed drifts between runs seen as it was in each."""
-    from capacity_model import percentile
-
     benches = [json.loads(Path(b).read_text()) for b in args.bench]
+    for bench in benches:
+        if not all(m.get("turns_detail") for m in bench["concurrency"]):
+            raise SystemExit(f"{bench['machine'].get('date')}: pooling needs run.py's turns_detail")
     inter = json.loads(Path(args.interference).read_text()) if args.interference else None
+    scenarios = [local_scenario(b, args.cores, not args.free_start, not args.no_overhead, inter, args.jitter)
+                 for b in benches]
     print(f"Simulated against measured, {len(benches)} runs pooled: "
           + ", ".join(f"{b['machine'].get('date', '')} ({b['machine'].get('commit', '?')})" for b in benches) + "\n")
-    print("| sessions | turns measured | measured p50 | simulated p50 | error | measured p95 | simulated p95 | error "
-          "| turns/min measured | simulated |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(VALIDATION_HEADER)
     worst = 0.0
     for n in sorted({m["sessions"] for b in benches for m in b["concurrency"]}):
         real, sim_v2f, real_rate, sim_rate = [], [], [], []
-        for bench in benches:
+        for bench, sc in zip(benches, scenarios):
             m = next((m for m in bench["concurrency"] if m["sessions"] == n), None)
             if m is None:
                 continue
-            if not m.get("turns_detail"):
-                raise SystemExit(f"{bench['machine'].get('date')}: pooling needs run.py's turns_detail")
             real += [t["v2f_s"] for t in m["turns_detail"]]
             real_rate.append(m["turns_per_min"])
-            sc = local_scenario(bench, args.cores, not args.free_start, not args.no_overhead, inter, args.jitter)
-            for seed in range(args.seed, args.seed + args.seeds):
-                sim = protocol(sc, n, max(1, round(m["turns"] / n)), seed)
+            for sim in protocol_runs(sc, m, args):
                 sim_v2f += [r["v2f_s"] for r in sim.results]
-                sim_rate.append(len(sim.results) / max(r["done"] for r in sim.results) * 60)
+                sim_rate.append(turns_per_min(sim))
         m50, m95, p50, p95 = (percentile(real, 0.5), percentile(real, 0.95),
                               percentile(sim_v2f, 0.5), percentile(sim_v2f, 0.95))
         e50, e95 = pct(p50, m50), pct(p95, m95)

@@ -661,7 +661,7 @@ class Turn:
     def __init__(self, sim: "Sim", session: "Session", clip: Clip):
         self.sim, self.session, self.cfg = sim, session, sim.turn_cfg
         self.speech_end = sim.loop.now
-        self.u, self.graph_s = clip.speech_s, clip.graph_s
+        self.clip, self.u, self.graph_s = clip, clip.speech_s, clip.graph_s
         rng, w = sim.rng, sim.workload
         n = max(1, int(clip.sentences or draw(rng, w.sentences)))
         total = clip.reply_s or draw(rng, w.reply_s)
@@ -781,7 +781,7 @@ class Turn:
             end += length
         return {
             "speech_end": self.speech_end,
-            "speech_s": self.u,
+            "clip": self.clip,
             "v2f_s": self.arrivals[0] - self.speech_end,
             "endpointing_s": self.utterance_end - self.speech_end,
             "asr_s": self.asr_done - self.utterance_end,
@@ -797,13 +797,16 @@ class EarlyStart:
     call, hold their replicas and cores until the cancel."""
 
     def __init__(self, sim: "Sim", heard_s: float, cancel_s: float):
-        self.sim, self.u, self.job, self.dep = sim, heard_s, None, None
+        self.sim, self.u = sim, heard_s
+        self.job: Job | None = None
+        self.dep: Deployment | None = None
+        self.cancelled = False
         sim.loop.after(0.0, self.submit, "asr")
         sim.loop.after(cancel_s - heard_s, self.cancel)
 
     def submit(self, stage: str) -> None:
-        if self.dep is False:
-            return  # cancelled
+        if self.cancelled:
+            return
         self.dep = self.sim.deps[stage]
         c = self.dep.cost
         if stage == "asr":
@@ -813,9 +816,9 @@ class EarlyStart:
         self.dep.submit(self.job)
 
     def cancel(self) -> None:
-        if self.dep:
+        self.cancelled = True
+        if self.dep is not None:
             self.dep.cancel(self.job)
-        self.dep = False
 
 
 class Session:

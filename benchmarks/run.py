@@ -448,8 +448,8 @@ async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[floa
     s = v2f.summary(results)
     return {"sessions": sessions, "turns": len(results), "v2f_p50_s": s["v2f_p50_s"], "v2f_p95_s": s["v2f_p95_s"],
             "turns_per_min": len(results) / minutes,
-            "reply_speech_s": median([sum(g["duration_s"] for g in t.segments) for t in results]),
-            "reply_sentences": median([len({g["sentence"] for g in t.segments}) for t in results]),
+            "reply_speech_s": median([d["reply_speech_s"] for d in detail]),
+            "reply_sentences": median([d["reply_sentences"] for d in detail]),
             "cpu_per_turn_s": {k: v / len(results) for k, v in cpu.items()},
             "cpu_busy_share": cpu["machine"] / (minutes * 60 * (os.cpu_count() or 1)),
             "turns_detail": detail, "_turns": results}
