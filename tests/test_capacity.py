@@ -6,16 +6,12 @@ GPU on a node. Pure Python, seeded: no Ray cluster, no timing."""
 
 import math
 import random
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import capacity  # noqa: E402
-from capacity_model import (  # noqa: E402
+import capacity.cli as capacity
+from capacity.engine import (
     Autoscaling,
     Clip,
     Job,

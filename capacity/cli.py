@@ -28,9 +28,8 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
 
-from capacity_model import (  # noqa: E402
+from capacity.engine import (
     STAGES,
     Autoscaling,
     Clip,

@@ -1,0 +1,7 @@
+"""`python -m capacity ...`: the same as the `avatar-capacity` command."""
+
+import sys
+
+from capacity.cli import main
+
+sys.exit(main())
