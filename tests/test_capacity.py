@@ -6,25 +6,20 @@ GPU on a node. Pure Python, seeded: no Ray cluster, no timing."""
 
 import math
 import random
+import statistics
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
-import capacity.cli as capacity
-from capacity.engine import (
-    Autoscaling,
-    Clip,
-    Job,
-    NodeType,
-    Policy,
-    Scenario,
-    Session,
-    Sim,
-    StageCost,
-    StageSpec,
-    TurnConfig,
-    Workload,
-)
+from capacity import cli, inputs, planning, report, scenarios, validation
+from capacity.autoscaling import Autoscaling, Policy
+from capacity.avatar import Clip, Session, TurnConfig, Workload
+from capacity.cluster import NodeType
+from capacity.engine import Job, StageCost
+from capacity.schema import BenchResult
+from capacity.sim import STAGES, Scenario, Sim, StageSpec
+from capacity.stats import quantile
 
 
 def scenario(costs: dict | None = None, scaling: dict | None = None, capacity_units: float = 100.0,
@@ -40,6 +35,41 @@ def scenario(costs: dict | None = None, scaling: dict | None = None, capacity_un
               for s in costs}
     node = NodeType("one", None, gpus=0, cpus=100, capacity=capacity_units, min_nodes=1, max_nodes=1)
     return Scenario(costs=costs, stages=stages, node_types=[node], **kw)
+
+
+def run_of(sessions: int, **fields) -> dict:
+    """One of run.py's concurrency runs: `fields` as the test gives them, the rest placeholders."""
+    return {"sessions": sessions, "turns": 4, "v2f_p50_s": 2.0, "v2f_p95_s": 2.5, "turns_per_min": 5.0, **fields}
+
+
+def turn(**fields) -> dict:
+    """A turn as run.py keeps it (`turn_record`): `fields` as the test gives them, the rest placeholders."""
+    return {"session": 0, "input": 0, "began_s": 0.0, "opened_s": 0.01, "streamed_s": 0.02, "voiced_s": 1.0,
+            "done_s": 5.0, "v2f_s": 1.5, "endpointing_s": 0.3, "asr_s": 0.5, "rest_s": 0.7, "reply_speech_s": 3.0,
+            "reply_sentences": 1, "first_sentence_speech_s": 3.0, "cancelled_starts": [], **fields}
+
+
+def bench(**fields) -> BenchResult:
+    """A run.py result, validated by its schema: `fields` as the test gives them, and placeholders
+    for the rest (the floor, the A/B, underruns: what the README's tables read, not the planner)."""
+    stage = {"fixed_s": 0.1, "per_audio_s": 0.1, "r2": 1.0, "samples": 4}
+    base = {
+        "inputs": [], "floor_s": 1.0, "floor_parts_s": dict.fromkeys(STAGES, 0.25), "ttfs_s": 1.0, "ttfs_local_s": 1.0,
+        "ttfs_over_floor": 1.0, "serve_overhead": 0.0, "per_input": [], "streaming_over_sequential": 0.2,
+        "sequential_first_segment_s": 5.0, "streamed_first_segment_s": 1.0, "sequential_sentences": 4, "underruns": 0,
+        "long_reply_speech_s": 30.0, "long_reply_fragments": 30, "v2f_p50_s": 2.0, "v2f_p95_s": 2.5,
+        "v2f_parts_p50_s": {"endpointing": 0.4, "asr": 0.5, "rest": 1.1}, "v2f_per_input": [], "concurrency": [],
+        "costs": {"asr": stage, "llm": {"fixed_s": 0.1, "per_token_s": 0.03, "first_token_s": 0.3,
+                                        "tokens_per_speech_s": 4.0, "r2": 1.0, "samples": 4},
+                  "tts": {**stage, "first_chunk_s": 0.2}, "animator": {**stage, "first_fragment_s": 0.1},
+                  "endpointing": {"end_silence_s": 0.7},
+                  "workload": {"utterance_s": 3.0, "reply_tokens": 40, "reply_speech_s": 10.0, "reply_sentences": 3,
+                               "first_sentence_speech_s": 3.0}},
+        "rtf": dict.fromkeys(STAGES, 0.1),
+        "machine": {"date": "today", "commit": "abc", "cpus": 2, "load_before": [1.0] * 3, "load_after": [1.0] * 3,
+                    "quick": True, "runs": 1},
+    }
+    return BenchResult.model_validate({**base, **fields})
 
 
 # ---- a turn alone is the sum of its costs -------------------------------------------------------
@@ -206,8 +236,7 @@ def test_a_burst_adds_replicas_and_the_quiet_after_it_removes_them_after_the_dow
 
 
 def test_replicas_never_pack_more_than_one_gpu_onto_a_node():
-    inputs = capacity.l4_inputs()
-    sc = capacity.l4_scenario(inputs)
+    sc = scenarios.l4_scenario(inputs.l4_inputs())
     sc.node_types = [replace(t, start_s=30.0) for t in sc.node_types]
     sim = Sim(sc, seed=2).closed(40)  # far more than the cluster's maximum serves
     for t in range(60, 1200, 60):
@@ -219,15 +248,15 @@ def test_replicas_never_pack_more_than_one_gpu_onto_a_node():
 
 
 def test_first_fit_packing_counts_nodes_per_role():
-    specs = capacity.stage_specs(capacity.load_yaml(capacity.GPU_SERVE))
+    specs = inputs.stage_specs(inputs.load_yaml(inputs.GPU_SERVE))
     one_each = {"asr": 1, "llm": 1, "tts": 1, "animator": 1}
-    assert capacity.nodes_for(one_each, specs) == {"avatar_media": 1, "avatar_llm": 1}  # 0.25 + 0.25 + 0.5
+    assert planning.nodes_for(one_each, specs) == {"avatar_media": 1, "avatar_llm": 1}  # 0.25 + 0.25 + 0.5
     more = {"asr": 1, "llm": 2, "tts": 3, "animator": 3}  # 0.25 + 0.75 + 1.5 GPUs: 3 media L4s
-    assert capacity.nodes_for(more, specs) == {"avatar_media": 3, "avatar_llm": 2}
+    assert planning.nodes_for(more, specs) == {"avatar_media": 3, "avatar_llm": 2}
 
 
 def test_the_l4_costs_file_names_a_source_for_every_figure():
-    raw = capacity.load_yaml(capacity.L4_COSTS)
+    raw = inputs.load_yaml(inputs.L4_COSTS)
     figures = []
 
     def walk(x):
@@ -243,102 +272,128 @@ def test_the_l4_costs_file_names_a_source_for_every_figure():
 
 
 def test_a_run_is_the_same_for_the_same_seed():
-    inputs = capacity.l4_inputs()
-    a = Sim(capacity.l4_scenario(inputs), seed=4).closed(6).run(600)
-    b = Sim(capacity.l4_scenario(inputs), seed=4).closed(6).run(600)
+    l4 = inputs.l4_inputs()
+    a = Sim(scenarios.l4_scenario(l4), seed=4).closed(6).run(600)
+    b = Sim(scenarios.l4_scenario(l4), seed=4).closed(6).run(600)
     assert a == b and a.turns > 50 and math.isfinite(a.v2f_p95_s)
 
 
-def test_validate_reads_run_pys_json_and_compares_each_concurrency(tmp_path, capsys):
-    """The shape `benchmarks/run.py --json` writes (costs, inputs, concurrency), with made-up numbers:
-    more sessions on the same two cores can only wait longer."""
-    import json
+# ---- the model against run.py's measurements ---------------------------------------------------
 
+
+def made_up_run(turns_detail: list[dict] | None = None, **fields) -> BenchResult:
+    """Two clips (11 s and 2.6 s) and the costs of a 2-core machine, made up; 1, 2 and 4 sessions
+    measured at the same voice to face, each with these turns kept (or none)."""
     stage = {"r2": 1.0, "samples": 4}
-    bench = {
-        "inputs": [{"name": "a", "seconds": 11.0, "speech_end_s": 11.0},
-                   {"name": "b", "seconds": 2.6, "speech_end_s": 2.6}],
-        "v2f_parts_p50_s": {"endpointing": 0.4, "asr": 0.5, "rest": 1.4},
-        "concurrency": [{"sessions": n, "turns": 10, "v2f_p50_s": 2.0, "v2f_p95_s": 2.5, "turns_per_min": 5.0}
-                        for n in (1, 2, 4)],
-        "costs": {
-            "asr": {"fixed_s": 0.3, "per_audio_s": 0.02, **stage},
-            "llm": {"fixed_s": 0.25, "per_token_s": 0.035, "first_token_s": 0.3, "tokens_per_speech_s": 4.0, **stage},
-            "tts": {"fixed_s": -0.01, "per_audio_s": 0.06, "first_chunk_s": 0.2, **stage},
-            "animator": {"fixed_s": 0.04, "per_audio_s": 0.13, "first_fragment_s": 0.06, **stage},
-            "endpointing": {"end_silence_s": 0.7},
-            "workload": {"utterance_s": 6.8, "reply_tokens": 79, "reply_speech_s": 19.0, "reply_sentences": 5,
-                         "first_sentence_speech_s": 3.2},
-        },
-        "machine": {"date": "today", "commit": "abc"},
+    costs = {
+        "asr": {"fixed_s": 0.3, "per_audio_s": 0.02, **stage},
+        "llm": {"fixed_s": 0.25, "per_token_s": 0.035, "first_token_s": 0.3, "tokens_per_speech_s": 4.0, **stage},
+        "tts": {"fixed_s": -0.01, "per_audio_s": 0.06, "first_chunk_s": 0.2, **stage},
+        "animator": {"fixed_s": 0.04, "per_audio_s": 0.13, "first_fragment_s": 0.06, **stage},
+        "endpointing": {"end_silence_s": 0.7},
+        "workload": {"utterance_s": 6.8, "reply_tokens": 79, "reply_speech_s": 19.0, "reply_sentences": 5,
+                     "first_sentence_speech_s": 3.2},
     }
-    path = tmp_path / "bench.json"
-    path.write_text(json.dumps(bench))
-    capacity.main(["validate", "--bench", str(path), "--seeds", "5"])
-    out = capsys.readouterr().out
-    rows = [line.split("|") for line in out.splitlines()
-            if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
-    sim_p50 = {int(r[1]): float(r[4]) for r in rows if len(r) > 10}  # sessions, turns, measured, simulated, ...
-    assert set(sim_p50) == {1, 2, 4}
-    assert all(r[6].strip() == "2.50" for r in rows if len(r) > 10)  # no turns kept: no interval
+    return bench(**{"inputs": [{"name": "a", "seconds": 11.0, "speech_end_s": 11.0},
+                               {"name": "b", "seconds": 2.6, "speech_end_s": 2.6}],
+                    "v2f_parts_p50_s": {"endpointing": 0.4, "asr": 0.5, "rest": 1.4},
+                    "concurrency": [run_of(n, turns=10, v2f_p50_s=2.0, v2f_p95_s=2.5, turns_per_min=5.0,
+                                           turns_detail=turns_detail) for n in (1, 2, 4)],
+                    "costs": costs, **fields})
 
-    assert sim_p50[1] <= sim_p50[2] <= sim_p50[4]
-    assert sim_p50[1] > 0.4 + 0.3 + 0.3  # at least endpointing, ASR's fixed part and the first token
 
-    # interference.py's file: an LLM whose work doubles beside anything slows turns where sessions
-    # overlap (one session's first sentence is written before anything runs beside it); a stage it
-    # did not measure keeps its costs
-    ratio = {n: 2.0 for n in ("asr", "llm", "tts", "animator", "python")}
+def kept_turns() -> list[dict]:
+    """Ten turns of one session, clips a and b in turn, voice to face 1.0, 1.1, ... 1.9 s."""
+    return [turn(input=k % 2, began_s=20.0 * k, streamed_s=0.2, done_s=19.0, endpointing_s=0.3, reply_speech_s=8.0,
+                 reply_sentences=2, first_sentence_speech_s=3.0, asr_s=0.5, v2f_s=1.0 + 0.1 * k) for k in range(10)]
+
+
+def test_validation_simulates_each_concurrency_run_and_more_sessions_wait_longer():
+    """Run.py's protocol on the same two cores: more sessions can only wait longer, and one session
+    waits at least its endpointing, ASR's fixed part and the first token."""
+    run = made_up_run()
+    v = validation.validate(run, scenarios.local_scenario(run), range(1, 6))
+    p50 = {r.sessions: r.simulated_p50_s for r in v.rows}
+    assert list(p50) == [1, 2, 4]
+    assert p50[1] <= p50[2] <= p50[4]
+    assert p50[1] > 0.4 + 0.3 + 0.3
+    assert all(r.simulated_p50_s <= r.simulated_p95_s for r in v.rows)
+    assert all(r.measured_p95_s == 2.5 and r.p95_interval is None for r in v.rows)  # no turns kept: no interval
+    assert [r.error_p50 for r in v.rows] == [pytest.approx((x - 2.0) / 2.0 * 100) for x in p50.values()]
+    assert v.clips == [] and v.cpu is None  # no turns kept, no CPU measured
+    assert [s.sessions for s in v.stages] == [1, 2, 4] and all(0 < s.utilisation["llm"] < 1 for s in v.stages)
+
+
+def test_interference_slows_turns_where_sessions_overlap():
+    """interference.py's file: an LLM whose work doubles beside anything slows turns where sessions
+    overlap (one session's first sentence is written before anything runs beside it); a stage it
+    did not measure keeps its costs."""
+    run = made_up_run()
+    ratio = dict.fromkeys(("asr", "llm", "tts", "animator", "python"), 2.0)
     inter = {"alone": {"llm": {"load_cpu_s": 4.0}}, "ratio": {"llm": ratio}}
-    (tmp_path / "inter.json").write_text(json.dumps(inter))
-    capacity.main(["validate", "--bench", str(path), "--seeds", "5", "--interference", str(tmp_path / "inter.json")])
-    rows = [line.split("|") for line in capsys.readouterr().out.splitlines()
-            if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
-    slower = {int(r[1]): float(r[4]) for r in rows if len(r) > 10}
-    assert slower[1] >= sim_p50[1] and slower[2] > sim_p50[2] and slower[4] > sim_p50[4], (slower, sim_p50)
-    sc = capacity.local_scenario(bench, interference=inter)
+    plain = validation.validate(run, scenarios.local_scenario(run), range(1, 6)).rows
+    sc = scenarios.local_scenario(run, interference=inter)
+    slower = validation.validate(run, sc, range(1, 6)).rows
+    assert slower[0].simulated_p50_s >= plain[0].simulated_p50_s
+    assert slower[1].simulated_p50_s > plain[1].simulated_p50_s and slower[2].simulated_p50_s > plain[2].simulated_p50_s
     assert sc.costs["llm"].interference == ratio and sc.stages["llm"].start_s == 4.0
     assert sc.costs["tts"].interference is None and sc.stages["tts"].start_s is None
 
-    # with each turn kept (run.py's turns_detail): the measured p95 gets its bootstrap interval
-    detail = [{"session": 0, "input": k % 2, "began_s": 20.0 * k, "streamed_s": 0.2, "done_s": 19.0,
-               "endpointing_s": 0.3, "reply_speech_s": 8.0, "reply_sentences": 2, "first_sentence_speech_s": 3.0,
-               "cancelled_starts": [], "asr_s": 0.5, "v2f_s": 1.0 + 0.1 * k} for k in range(10)]
-    for m in bench["concurrency"]:
-        m["turns_detail"] = detail
-    path.write_text(json.dumps(bench))
-    capacity.main(["validate", "--bench", str(path), "--seeds", "2"])
-    cells = [line.split("|")[6] for line in capsys.readouterr().out.splitlines()
-             if line.startswith("| ") and line.split("|")[1].strip().isdigit() and len(line.split("|")) > 10]
-    assert len(cells) == 3
-    lo, hi = (float(x) for x in cells[0].split("(")[1].rstrip(") ").split("–"))
-    assert 1.0 <= lo < hi <= 1.9  # within the turns' own range
 
-    # and one session per clip: the model's floor for clip "a" is its 0.3 s wait, ASR 0.3 + 0.02 x 11,
-    # the first token 0.3 + 3 s of speech x 4 tokens x 0.035, TTS 0.06 x 3, the animator 0.04 + 0.13 x 0.4
-    bench["per_input"] = [{"input": "a", "floor_s": 1.5, "ttfs_s": 1.7}, {"input": "b", "floor_s": 1.2, "ttfs_s": 1.1}]
-    assert [c.graph_s for c in capacity.local_scenario(bench).workload.clips] == [pytest.approx(0.2), 0.0]
-    path.write_text(json.dumps(bench))
-    capacity.main(["validate", "--bench", str(path), "--seeds", "2"])
-    clips = {r[1].strip(): r for r in (line.split("|") for line in capsys.readouterr().out.splitlines())
-             if len(r) == 8 and r[1].strip() in ("a", "b")}
-    assert set(clips) == {"a", "b"}
-    assert float(clips["a"][5]) == pytest.approx(1.5 + 0.3) and float(clips["a"][6]) == pytest.approx(1.81, abs=0.005)
-    assert float(clips["a"][3]) == pytest.approx(1.4)  # the median of clip a's measured turns (even k)
+def test_kept_turns_give_the_measured_p95_its_interval_and_each_clip_its_floor():
+    """With each turn kept (run.py's turns_detail): the measured p95's bootstrap interval lies within
+    the turns' own range; per clip, the measured median and the floors, run.py's (its floor plus the
+    clip's 0.3 s wait) and the model's (the wait, then each stage's fitted cost alone)."""
+    run = made_up_run(kept_turns(), per_input=[{"input": "a", "floor_s": 1.5, "ttfs_s": 1.7, "ttfs_local_s": 1.6},
+                                               {"input": "b", "floor_s": 1.2, "ttfs_s": 1.1, "ttfs_local_s": 1.1}])
+    sc = scenarios.local_scenario(run)
+    assert [c.graph_s for c in sc.workload.clips] == [pytest.approx(0.2), 0.0]  # ttfs over the floor, if above
+    v = validation.validate(run, sc, range(1, 3))
+    assert len(v.rows) == 3
+    lo, hi = v.rows[0].p95_interval
+    assert 1.0 <= lo < hi <= 1.9
+    a, b = v.clips
+    assert (a.name, b.name) == ("a", "b")
+    assert a.measured_s == pytest.approx(1.4)  # the median of clip a's turns (even k: 1.0, 1.2, ... 1.8)
+    assert a.floor_measured_s == pytest.approx(1.5 + 0.3)
+    # ASR 0.3 + 0.02 x 11 s; the first token 0.3 + 3 s of speech x 4 tokens x 0.035 s; TTS 0.06 x 3 s
+    # (its fixed part clipped at 0); the animator 0.04 + 0.13 x the first fragment
+    assert a.floor_model_s == pytest.approx(0.3 + (0.3 + 0.02 * 11) + (0.3 + 3 * 4 * 0.035) + 0.06 * 3
+                                            + 0.04 + 0.13 * sc.turn.first_fragment_s)
 
-    # several runs pooled: the same run twice, its turns twice (the median of their own v2f), the same simulation
-    def table(out):
-        return {int(r[1]): r for r in (line.split("|") for line in out.splitlines())
-                if len(r) > 10 and r[1].strip().isdigit()}
 
-    capacity.main(["validate", "--bench", str(path), "--seeds", "2"])
-    one = table(capsys.readouterr().out)
-    capacity.main(["validate", "--bench", str(path), str(path), "--seeds", "2"])
-    two = table(capsys.readouterr().out)
-    assert set(two) == {1, 2, 4}
-    for n in two:
-        assert int(two[n][2]) == 20 and float(two[n][3]) == pytest.approx(1.45)  # the median of 1.0 ... 1.9, twice
-        assert two[n][4] == one[n][4]  # simulated p50
+def test_pooled_runs_pool_their_turns_and_their_simulations():
+    """The same run twice: its turns twice (the median of their own voice to face), the same
+    simulated median, and every session count."""
+    run = made_up_run(kept_turns())
+    seeds = range(1, 3)
+    one = validation.validate(run, scenarios.local_scenario(run), seeds).rows
+    two = validation.validate_pooled([run, run], [scenarios.local_scenario(run)] * 2, seeds)
+    assert [r.sessions for r in two] == [1, 2, 4]
+    for single, pooled in zip(one, two):
+        assert pooled.turns == 20 and pooled.measured_p50_s == pytest.approx(statistics.median(1.0 + 0.1 * k for k in range(10)))
+        assert pooled.simulated_p50_s == pytest.approx(single.simulated_p50_s)
+
+
+def test_the_cli_prints_the_validation_it_computes(tmp_path, capsys):
+    """`validate --bench F` reads run.py's JSON through the schema and prints the rows that
+    `validation.validate` returns for the same seeds; its exit status says whether the worst
+    error is within the aim."""
+    run = made_up_run()
+    path = tmp_path / "bench.json"
+    path.write_text(run.to_json())
+    code = cli.main(["validate", "--bench", str(path), "--seeds", "2"])
+    rows = validation.validate(run, scenarios.local_scenario(run), range(1, 3)).rows
+    assert report.validation_table(rows) in capsys.readouterr().out
+    assert code == (0 if validation.worst_error(rows) <= validation.AIM else 1)
+
+
+def test_a_run_is_written_and_read_back_with_a_nan_as_it_was():
+    """A number a run could not measure is NaN in the file and NaN when read back (pydantic's own
+    serializer would write null, which no float field accepts)."""
+    run = made_up_run(floor_s=float("nan"))
+    back = BenchResult.from_json(run.to_json())
+    assert math.isnan(back.floor_s) and back.model_copy(update={"floor_s": 0.0}) == run.model_copy(update={"floor_s": 0.0})
 
 
 def test_a_replica_loading_its_model_shares_the_node_with_running_requests():
@@ -388,20 +443,20 @@ def test_the_overhead_is_what_one_session_cost_beyond_the_simulated_stage_calls(
     the same protocol simulated spends 4.4 s in the stage calls (ASR 0.2 + 0.05 x 2, the LLM 0.1 +
     20 tokens at 20/s, TTS 0.25 x 4, the animator 0.5 x 4, each on one core, nothing contending), so
     the rest, 4.6 s, runs beside each turn over the 10 s one session's turn took."""
-    bench = {"concurrency": [{"sessions": 1, "turns": 4, "turns_per_min": 6.0,
-                              "cpu_per_turn_s": {"ASR": 1.0, "LLM": 2.0, "TTS": 1.0, "Animator": 2.0, "Ingress": 1.5,
-                                                 "proxy": 0.5, "ray": 0.5, "client": 0.5, "other": 9.0, "machine": 20.0}}]}
+    cpu = {"ASR": 1.0, "LLM": 2.0, "TTS": 1.0, "Animator": 2.0, "Ingress": 1.5, "proxy": 0.5, "ray": 0.5, "client": 0.5,
+           "other": 9.0, "machine": 20.0}
+    measured = bench(concurrency=[run_of(1, turns=4, turns_per_min=6.0, cpu_per_turn_s=cpu)])
     costs = {"asr": StageCost(fixed_s=0.2, per_audio_s=0.05, demand=1.0),
              "llm": StageCost(ttft_s=0.1, tokens_per_s={1: 20.0}, demand=1.0),
              "tts": StageCost(per_audio_s=0.25, demand=1.0), "animator": StageCost(per_audio_s=0.5, demand=1.0)}
     sc = scenario(costs, workload=Workload(utterance_s=2.0, sentences=2, reply_s=4.0, tokens_per_speech_s=5.0,
                                            think_s=0.0, wait_for_playback=False))
-    sim = capacity.protocol(sc, 1, 4, seed=0)
+    sim = scenarios.protocol(sc, 1, 4, seed=0)
     assert len(sim.results) == 4
-    assert sum(capacity.stage_cpu_per_turn(sim).values()) == pytest.approx(4.4)
-    overhead = capacity.overhead_cost(bench, sc)
+    assert sum(scenarios.stage_cpu_per_turn(sim).values()) == pytest.approx(4.4)
+    overhead = scenarios.overhead_cost(measured, sc)
     assert overhead.fixed_s == 10.0 and overhead.demand == pytest.approx((9.0 - 4.4) / 10.0)
-    assert capacity.overhead_cost({"concurrency": [{"sessions": 1}]}, sc) is None  # a run without accounting
+    assert scenarios.overhead_cost(bench(concurrency=[run_of(1)]), sc) is None  # a run without accounting
 
 
 def test_a_cancelled_request_leaves_the_queue_or_stops_where_it_got_to():
@@ -461,22 +516,22 @@ def test_sessions_speak_the_clips_in_order_with_their_replies_and_the_clients_ga
 def test_the_clips_are_what_the_one_session_turns_measured():
     """run.py's turns_detail: per input the median wait and reply, the usual number of early starts
     at their median times; the gap is from one turn's `done` to the next turn's first audio."""
-    def turn(session, k, began, ep, reply, starts):
-        return {"session": session, "input": k, "began_s": began, "streamed_s": 0.25, "done_s": 10.0,
-                "endpointing_s": ep, "reply_speech_s": reply, "reply_sentences": 2, "first_sentence_speech_s": 1.5,
-                "cancelled_starts": starts}
+    def one(k, began, ep, reply, starts):
+        return turn(input=k, began_s=began, streamed_s=0.25, done_s=10.0, endpointing_s=ep, reply_speech_s=reply,
+                    reply_sentences=2, first_sentence_speech_s=1.5, cancelled_starts=starts)
 
-    bench = {"inputs": [{"name": "jfk", "speech_end_s": 11.0}, {"name": "q", "speech_end_s": 2.0}],
-             "concurrency": [{"sessions": 1, "turns_detail": [
-                 turn(0, 0, 0.0, 0.3, 7.0, [[2.5, 3.3]]), turn(0, 1, 10.5, 0.2, 5.0, []),
-                 turn(0, 0, 21.0, 0.5, 7.0, [[2.7, 3.5]]), turn(0, 1, 31.5, 0.2, 5.0, []),
-                 turn(0, 0, 42.0, 0.4, 7.0, [])]}]}
-    clips, gap = capacity.measured_clips(bench)
+    clips_spoken = [{"name": "jfk", "seconds": 11.5, "speech_end_s": 11.0}, {"name": "q", "seconds": 2.5, "speech_end_s": 2.0}]
+    run = bench(inputs=clips_spoken, concurrency=[run_of(1, turns_detail=[
+        one(0, 0.0, 0.3, 7.0, [[2.5, 3.3]]), one(1, 10.5, 0.2, 5.0, []), one(0, 21.0, 0.5, 7.0, [[2.7, 3.5]]),
+        one(1, 31.5, 0.2, 5.0, []), one(0, 42.0, 0.4, 7.0, [])])])
+    clips, gap = scenarios.measured_clips(run)
     assert clips == [Clip(11.0, 0.4, reply_s=7.0, sentences=2, first_sentence_s=1.5, early=((2.6, 3.4),)),
                      Clip(2.0, 0.2, reply_s=5.0, sentences=2, first_sentence_s=1.5)]
     assert gap == pytest.approx(0.5 + 0.25)  # began 10.5 after a turn that began at 0 and ended at 10
-    old = {"inputs": bench["inputs"], "v2f_per_input": [{"input": "q", "endpointing_p50_s": 0.3}]}
-    assert capacity.measured_clips(old) == ([Clip(2.0, 0.3)], 0.0)
+    summary = {"turns": 2, "v2f_p50_s": 2.0, "v2f_p95_s": 2.5, "asr_p50_s": 0.5, "rest_p50_s": 1.2}
+    old = bench(inputs=clips_spoken, concurrency=[run_of(1)],
+                v2f_per_input=[{"input": "q", "endpointing_p50_s": 0.3, **summary}])
+    assert scenarios.measured_clips(old) == ([Clip(2.0, 0.3)], 0.0)
 
 
 def test_calls_vary_by_the_jitter_around_their_fitted_cost():
@@ -500,12 +555,11 @@ def test_calls_vary_by_the_jitter_around_their_fitted_cost():
 
 
 def test_the_call_spread_is_how_one_sessions_repeated_asr_calls_varied():
-    turns = [{"input": 0, "asr_s": 0.4}, {"input": 0, "asr_s": 0.6}, {"input": 1, "asr_s": 1.0},
-             {"input": 1, "asr_s": 1.0}, {"input": 2, "asr_s": 9.0}]  # a clip spoken once tells nothing
-    bench = {"concurrency": [{"sessions": 1, "turns_detail": turns}]}
+    turns = [turn(input=0, asr_s=0.4), turn(input=0, asr_s=0.6), turn(input=1, asr_s=1.0),
+             turn(input=1, asr_s=1.0), turn(input=2, asr_s=9.0)]  # a clip spoken once tells nothing
     # clip 0: variance 0.02 over a mean of 0.5 squared, 0.08; clip 1: 0; pooled: the root of their mean
-    assert capacity.call_spread(bench) == pytest.approx(0.2)
-    assert capacity.call_spread({"concurrency": [{"sessions": 1}]}) == 0.0
+    assert scenarios.call_spread(bench(concurrency=[run_of(1, turns_detail=turns)])) == pytest.approx(0.2)
+    assert scenarios.call_spread(bench(concurrency=[run_of(1)])) == 0.0
 
 
 def test_what_the_graph_adds_beyond_the_stage_calls_is_a_wait_before_the_llm():
@@ -517,3 +571,19 @@ def test_what_the_graph_adds_beyond_the_stage_calls_is_a_wait_before_the_llm():
 
     (plain, asr), (slower, asr_too) = v2f(0.0), v2f(0.25)
     assert slower == pytest.approx(plain + 0.25) and asr_too == pytest.approx(asr)
+
+
+def test_the_one_quantile_is_numpys_default_and_statistics_inclusive_method():
+    """capacity.stats.quantile, which the planner and the benchmarks share: linear between the
+    closest ranks, as numpy's default and statistics.quantiles(method="inclusive") compute it."""
+    rng = random.Random(5)
+    for n in (1, 2, 3, 10, 17):
+        xs = [rng.expovariate(1.0) for _ in range(n)]
+        assert [quantile(xs, q) for q in (0.0, 0.05, 0.5, 0.95, 1.0)] == pytest.approx(
+            [float(np.quantile(xs, q)) for q in (0.0, 0.05, 0.5, 0.95, 1.0)])
+        if n > 1:
+            assert [quantile(xs, k / 100) for k in range(1, 100)] == pytest.approx(
+                statistics.quantiles(xs, n=100, method="inclusive"))
+    assert quantile([3.0], 0.95) == 3.0 and math.isnan(quantile([], 0.5))
+    with pytest.raises(ValueError):
+        quantile([1.0, 2.0], 95)  # a percent where a fraction belongs fails rather than reading past the end
