@@ -1,65 +1,116 @@
-"""What a stage backend implements. One class per backend, registered with `registry.register`.
+"""What a stage backend implements: one abstract base per stage, with defaults for the optional parts.
 
-All methods that do work are async, because the GPU engines are (vLLM's engine, Ditto's worker
-threads); a CPU backend offloads its blocking calls to threads inside itself, and serialises its one
-engine with a lock of its own if it must, never in the deployment. `max_concurrency` is what one
-replica can really run at once; the builder gives the deployment that `max_ongoing_requests`, so
-Serve's router, not a lock, queues the rest and scales out.
+A backend subclasses its stage's base, nests its `Config` model and is registered with
+`registry.register`, which checks it against the base. All methods that do work are async, because
+the GPU engines are (vLLM's engine, Ditto's worker threads); a CPU backend offloads its blocking
+calls to threads inside itself, and serialises its one engine with a lock of its own if it must, never
+in the deployment. `max_concurrency` is what one replica can really run at once; the builder gives the
+deployment that `max_ongoing_requests`, so Serve's router, not a lock, queues the rest and scales out.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar, Protocol
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from avatar_core.types import Message, Speech
 
+if TYPE_CHECKING:
+    from avatar_core.registry import BackendConfig
 
-class Backend(Protocol):
-    max_concurrency: ClassVar[int]
 
-    def __init__(self, cfg: Any) -> None: ...  # loads the model; nothing is downloaded
+class Backend(ABC):
+    Config: ClassVar[type[BackendConfig]]
+    stage: ClassVar[str]  # set by `register`
+    name: ClassVar[str]
+    max_concurrency: ClassVar[int] = 1
+
+    @abstractmethod
+    def __init__(self, cfg: Any) -> None:
+        """Loads the model; nothing is downloaded."""
 
     @classmethod
-    def languages(cls, cfg: Any) -> frozenset[str] | None: ...  # None: any language
+    def concurrency(cls, cfg: Any) -> int:
+        """Requests one replica runs at once, where it depends on the config (Ditto's pool)."""
+        return cls.max_concurrency
 
-    async def probe(self) -> None: ...  # one tiny real inference: warm-up and health check
+    @classmethod
+    def languages(cls, cfg: Any) -> frozenset[str] | None:
+        """The languages this backend handles with `cfg`; None: any."""
+        return None
+
+    @classmethod
+    def deployment(cls, cfg: Any) -> Any | None:
+        """A bound Serve application to use instead of our stage deployment (Ray's vLLM server), or
+        None: the stage deployment builds this class."""
+        return None
+
+    @abstractmethod
+    async def probe(self) -> None:
+        """One tiny real inference: warm-up and health check."""
+
+    def stats(self) -> dict | None:
+        """The backend's own counters for the stage's `stats()` (e.g. XTTS's cached voices)."""
+        return None
+
+    def close(self) -> None:
+        """Stop threads of its own (Ditto's SDK workers), so the replica's process can exit."""
 
 
-class AsrBackend(Backend, Protocol):
+class AsrBackend(Backend):
+    @abstractmethod
     async def transcribe(self, pcm_16k: np.ndarray, language: str) -> str: ...
 
 
-class ChatBackend(Backend, Protocol):
-    """Run inside our LLM stage. A backend whose stage is someone else's deployment (Ray's vLLM
-    server, `backends/vllm.py`) instead has two classmethods: `deployment(cfg)`, the bound
-    deployment, and `chat_client(handle, cfg)`, which gives the ingress a function from messages to
-    an async iterator of text deltas with `cancel()`."""
+class ChatBackend(Backend):
+    """Run inside our LLM stage, or (a backend whose `deployment` is someone else's, Ray's vLLM
+    server) a client for that deployment's protocol through `chat_client`."""
 
+    @classmethod
+    def chat_client(cls, handle: Any, cfg: Any) -> Callable[[list[Message]], Any] | None:
+        """A function from messages to an async iterator of text deltas with `cancel()`, for a
+        backend with its own deployment; None: the ingress calls our LLM stage's `chat`."""
+        return None
+
+    @abstractmethod
     def chat(self, messages: list[Message], max_tokens: int, temperature: float) -> AsyncIterator[str]: ...
 
 
-class SpeechBackend(Backend, Protocol):
-    clones_voices: ClassVar[bool]  # False: one built-in voice; the session's voice_id is ignored
+class SpeechBackend(Backend):
+    clones_voices: ClassVar[bool] = False  # False: one built-in voice; the session's voice_id is ignored
+    default_voice_name: ClassVar[str] = "built-in"
 
+    @abstractmethod
     def stream(self, text: str, voice_wav: str | None, voice_id: str, language: str) -> AsyncIterator[Speech]:
         """The sentence's audio in chunks as they are made (one chunk if the engine cannot stream).
         `voice_wav` is the stored reference clip of `voice_id` (None for the default voice)."""
-        ...
 
 
-class FaceBackend(Backend, Protocol):
-    async def prepare_avatar(self, image_rgb: np.ndarray) -> Any: ...  # raises AvatarError
+class FaceBackend(Backend):
+    # True: one render call per piece of speech, the backend cutting fragments itself (Ditto's stream
+    # runs on); False: the stage renders each fragment's frames with its own call.
+    renders_whole_pieces: ClassVar[bool] = False
 
+    @abstractmethod
+    async def prepare_avatar(self, image_rgb: np.ndarray) -> Any:
+        """The avatar ready to animate; raises AvatarError if the image cannot be animated."""
+
+    @abstractmethod
     def new_state(self) -> Any: ...
 
+    @abstractmethod
     def render(self, avatar: Any, audio_16k: np.ndarray, state: Any) -> AsyncIterator[tuple[np.ndarray, Any]]:
         """Frames (N, H, W, 3) RGB in batches as they are made, each with the state after it;
         ceil(len(audio_16k) / (16000 / fps)) frames in all."""
-        ...
 
+    @abstractmethod
     def idle(self, avatar: Any, n_frames: int, state: Any) -> AsyncIterator[tuple[np.ndarray, Any]]:
         """Listening frames: the same life, mouth at rest."""
-        ...
+
+
+STAGE_BASES: dict[str, type[Backend]] = {
+    "asr": AsrBackend, "llm": ChatBackend, "tts": SpeechBackend, "animator": FaceBackend,
+}

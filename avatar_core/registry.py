@@ -1,28 +1,32 @@
-"""Stage backends by name: one module in `backends/` registers one class with its config model.
+"""Stage backends by name: one module registers one class with its config model.
 
     @register("llm", "llama-cpp")
-    class LlamaCppChat:
+    class LlamaCppChat(ChatBackend):
         class Config(LlmConfig):
             backend: Literal["llama-cpp"] = "llama-cpp"
             n_threads: int = 2
 
 The app's config validates each stage's section with the model of the backend it names, so an unknown
-backend or a field of another backend fails with a message that names it. Every module in the
-`backends` package is imported the first time a name is looked up (their GPU imports live inside
-their methods), so adding a backend edits nothing else. A backend defined elsewhere (a test, a
-plug-in) registers itself when its module is imported; replicas import it when they unpickle its
-config.
+backend or a field of another backend fails with a message that names it. `register` checks the class
+against its stage's contract (`avatar_core/protocols.py`). The core knows no backend by name: modules
+that register backends are found through the `talking_avatar.backends` entry points of installed
+packages (this project's `backends/` among them, see pyproject.toml) and imported the first time a
+name is looked up (their GPU imports live inside their methods). A backend defined elsewhere (a test)
+registers itself when its module is imported; replicas import it when they unpickle its config.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import inspect
+from importlib.metadata import entry_points
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from avatar_core.protocols import STAGE_BASES, Backend
+
 STAGES = ("asr", "llm", "tts", "animator")
+ENTRY_POINTS = "talking_avatar.backends"
 DEFAULTS = {"asr": "faster-whisper", "llm": "llama-cpp", "tts": "piper", "animator": "procedural"}
 _registry: dict[str, dict[str, type]] = {stage: {} for stage in STAGES}
 _discovered = False
@@ -47,7 +51,13 @@ def register(stage: str, name: str):
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
 
     def add(cls: type) -> type:
-        config = getattr(cls, "Config", None)
+        base = STAGE_BASES[stage]
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"{getattr(cls, '__name__', cls)} must subclass {base.__module__}.{base.__name__}")
+        if inspect.isabstract(cls) and cls.deployment.__func__ is Backend.deployment.__func__:
+            missing = ", ".join(sorted(cls.__abstractmethods__))
+            raise TypeError(f"{cls.__name__} does not implement {missing} (and brings no deployment of its own)")
+        config = cls.__dict__.get("Config")
         if not (isinstance(config, type) and issubclass(config, BackendConfig)):
             raise TypeError(f"{cls.__name__} needs a nested `Config(BackendConfig)` model")
         if config.model_fields["backend"].default != name:
@@ -62,10 +72,14 @@ def register(stage: str, name: str):
 def _discover() -> None:
     global _discovered
     if not _discovered:
-        import backends
-
-        for module in pkgutil.iter_modules(backends.__path__):
-            importlib.import_module(f"backends.{module.name}")
+        found = entry_points(group=ENTRY_POINTS)
+        if not found:
+            raise LookupError(
+                f"no package declares {ENTRY_POINTS!r} entry points: install the project "
+                "(scripts/install.sh, or pip install -e .) so its backends can be found"
+            )
+        for entry in found:
+            entry.load()  # the module registers its backends
         _discovered = True
 
 

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from avatar_core import split_models
 from avatar_core.config import AsrConfig
+from avatar_core.protocols import AsrBackend
 from avatar_core.registry import register
 from avatar_core.threads import run_in_thread
 
@@ -42,7 +43,7 @@ EMBEDDED = "tiny.en"
 
 
 @register("asr", "faster-whisper")
-class FasterWhisper:
+class FasterWhisper(AsrBackend):
     class Config(AsrConfig):
         backend: Literal["faster-whisper"] = "faster-whisper"
         model: str = Field(

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from avatar_core import split_models
 from avatar_core.config import LlmConfig
+from avatar_core.protocols import ChatBackend
 from avatar_core.registry import register
 from avatar_core.threads import iterate_in_thread
 from avatar_core.types import Message
@@ -37,7 +38,7 @@ EMBEDDED = "smollm2-135m"
 
 
 @register("llm", "llama-cpp")
-class LlamaCpp:
+class LlamaCpp(ChatBackend):
     class Config(LlmConfig):
         backend: Literal["llama-cpp"] = "llama-cpp"
         model: str = Field(

@@ -16,13 +16,14 @@ import numpy as np
 from pydantic import Field
 
 from avatar_core.config import TtsConfig
+from avatar_core.protocols import SpeechBackend
 from avatar_core.registry import register
 from avatar_core.threads import iterate_in_thread
 from avatar_core.types import Speech
 
 
 @register("tts", "piper")
-class Piper:
+class Piper(SpeechBackend):
     class Config(TtsConfig):
         backend: Literal["piper"] = "piper"
         voice: str = Field(

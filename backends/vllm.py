@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from avatar_core.config import LlmConfig, model_cache
+from avatar_core.protocols import ChatBackend
 from avatar_core.registry import register
 from avatar_core.types import Message
 
@@ -109,7 +110,7 @@ def _check(model: type[BaseModel], value: dict, prefix: str = "") -> None:
 
 
 @register("llm", "vllm")
-class VllmServer:
+class VllmServer(ChatBackend):
     """Configures Ray's LLM server and speaks to it; never instantiated (the stage is Ray's)."""
 
     class Config(LlmConfig):

@@ -31,6 +31,7 @@ from pydantic import Field
 
 from avatar_core.config import ASSETS, TtsConfig
 from avatar_core.media import MediaError, decode_audio
+from avatar_core.protocols import SpeechBackend
 from avatar_core.registry import register
 from avatar_core.threads import iterate_in_thread, run_in_thread
 from avatar_core.types import ClientError, Speech
@@ -43,7 +44,7 @@ SILENT_PEAK = 10 ** (-50 / 20)  # a clip whose loudest sample is below -50 dBFS 
 
 
 @register("tts", "xtts")
-class Xtts:
+class Xtts(SpeechBackend):
     class Config(TtsConfig):
         backend: Literal["xtts"] = "xtts"
         checkpoint_dir: Path = Field(

@@ -99,7 +99,7 @@ class Animator(Stage):
             # A backend that keeps a stream running (Ditto) renders the piece in one call, so it
             # need not push its pipeline's last frames out at every fragment; the others render
             # fragment by fragment. Either way each fragment leaves once its frames exist.
-            spans = [(0, n_frames)] if getattr(self.backend, "renders_whole_pieces", False) else bounds
+            spans = [(0, n_frames)] if self.backend.renders_whole_pieces else bounds
             hop, rate, frames, done, cut = ASR_RATE // cfg.fps, speech.sample_rate, [], 0, iter(bounds)
             a, b = next(cut, (None, None))  # no audio: no fragment
             for start, end in spans:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
 from avatar_core import registry
+from avatar_core.protocols import Backend
 from avatar_core.registry import BackendConfig
 from deployments.counters import RequestCounters
 from deployments.health import HealthProbe
@@ -26,7 +26,7 @@ class Stage:
     async def __init__(self, cfg: BackendConfig):
         started = time.perf_counter()
         self.cfg = cfg
-        self.backend: Any = registry.build(self.stage, cfg)
+        self.backend: Backend = registry.build(self.stage, cfg)
         await self.backend.probe()  # warm-up: a user's first turn pays no lazy loading
         try:
             ctx = serve.get_replica_context()
@@ -38,17 +38,17 @@ class Stage:
         log.info("%s ready: backend=%s in %.2fs", deployment, cfg.backend, time.perf_counter() - started)
 
     async def check_health(self) -> None:
-        await self.health.check(getattr(self, "backend", None))
+        await self.health.check(self.__dict__.get("backend"))
 
     def __del__(self) -> None:
         """Serve calls this when it stops the replica: a backend with threads of its own (Ditto's
         SDK workers) stops them, or the process could not exit."""
-        close = getattr(getattr(self, "backend", None), "close", None)
-        if close is not None:
-            close()
+        backend = self.__dict__.get("backend")  # absent if __init__ failed before building it
+        if backend is not None:
+            backend.close()
 
     def stats(self) -> dict:
         """This replica's counters (the StageBoard has them too, readable while the replica works),
         and the backend's own, if it keeps any (`backend`: e.g. XTTS's cached voices)."""
-        own = getattr(self.backend, "stats", None)
-        return {**self.counters.snapshot(), **({"backend": own()} if own else {})}
+        own = self.backend.stats()
+        return {**self.counters.snapshot(), **({"backend": own} if own is not None else {})}

@@ -19,10 +19,10 @@ def stage_app(deployment, stage: str, cfg, *args) -> Application:
     it depends on the config, e.g. Ditto's pool size; serve_config.yaml says the same and its
     deployments section has the last word)."""
     backend = registry.backend_class(stage, cfg)
-    if hasattr(backend, "deployment"):
-        return backend.deployment(cfg)
-    limit = backend.concurrency(cfg) if hasattr(backend, "concurrency") else backend.max_concurrency
-    return deployment.options(max_ongoing_requests=limit).bind(cfg, *args)
+    own = backend.deployment(cfg)
+    if own is not None:
+        return own
+    return deployment.options(max_ongoing_requests=backend.concurrency(cfg)).bind(cfg, *args)
 
 
 def build_app(args: AppConfig) -> Application:

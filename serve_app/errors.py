@@ -1,4 +1,5 @@
-"""One error shape for every HTTP answer that is not a success: `{"error": {"code", "message"}}`.
+"""One error shape: `{"error": {"code", "message"}}` for every HTTP answer that is not a success, and
+the `error` event (same code and message) in turn and WebSocket streams.
 
 FastAPI's own 404/405/422 answers (`{"detail": ...}`) are rewritten into it, so a client (or a probe
 trying `../../etc/passwd`) always gets a code it can act on.
@@ -10,13 +11,25 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app import metrics
+from serve_app.events import Error
 
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "upload_too_large"}
 
 
+def error(code: str, message: str) -> Error:
+    """The `error` event of a stream (a turn, a WebSocket session), counted by code."""
+    metrics.count_error(code)
+    return Error(code=code, message=message)
+
+
+def error_body(code: str, message: str) -> dict:
+    """The JSON body of every HTTP error answer."""
+    return {"error": {"code": code, "message": message}}
+
+
 def http_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     metrics.count_error(code)
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -47,12 +47,8 @@ def _get() -> dict | None:
                     tag_keys=("reason",),
                 ),
                 "turns": Counter(
-                    "avatar_turns", description="Turns by outcome", tag_keys=("outcome",)
-                ),
-                "speculative": Counter(
-                    "avatar_speculative_turns",
-                    description="Hands-free turns started at a pause the turn model called the end "
-                    "(started), and of those, cancelled because the user went on (cancelled)",
+                    "avatar_turns",
+                    description="Turn events: " + ", ".join(TURN_EVENTS) + " (TurnCounts says what each means)",
                     tag_keys=("event",),
                 ),
             }
@@ -77,11 +73,27 @@ def count_rejection(reason: str) -> None:
         m["rejections"].inc(tags={"reason": reason})
 
 
-def count_turn(outcome: str) -> None:
-    if m := _get():
-        m["turns"].inc(tags={"outcome": outcome})
+TURN_EVENTS = (
+    "started", "completed", "failed", "no_speech", "cancelled", "barge_in",
+    "speculative_started", "speculative_cancelled",
+)
 
 
-def count_speculative(event: str) -> None:
-    if m := _get():
-        m["speculative"].inc(tags={"event": event})
+class TurnCounts:
+    """This replica's turn counts, the one source of `/api/v1/stats` and `ray_avatar_turns_total`.
+
+    Every turn counts `started` and then one outcome (completed, failed, no_speech, cancelled);
+    `barge_in`: turns the user interrupted; `speculative_started`: hands-free turns started at a
+    pause the turn model called the end, and `speculative_cancelled`: those of them cancelled because
+    the user went on (their audio merged into the next utterance)."""
+
+    def __init__(self) -> None:
+        self.values = dict.fromkeys(TURN_EVENTS, 0)
+
+    def inc(self, event: str) -> None:
+        self.values[event] += 1  # a KeyError for a misspelt event, not a silent new key
+        if m := _get():
+            m["turns"].inc(tags={"event": event})
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.values)

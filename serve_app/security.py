@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app import metrics
 from serve_app.admission import Admission, Overloaded
+from serve_app.errors import error_body
 from avatar_core.config import AppConfig, SecurityConfig
 
 OPEN_PATHS = {"/healthz", "/"}  # and /ui/*: the page and its static files hold no data
@@ -86,7 +87,7 @@ def origin_ok(scope: Scope, allowed: list[str] | None) -> bool:
 
 
 async def _json(send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = json.dumps(error_body(code, message)).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})

@@ -26,6 +26,9 @@ from avatar_core.media import fragment_bounds
 from avatar_core.types import ClientError, Speech
 from serve_app import metrics
 from serve_app.conversation import Conversation
+from serve_app.errors import error
+from serve_app.events import Done, ReplyDelta, Segment, Transcript, TurnEvent, TurnStarted
+from serve_app.metrics import TurnCounts
 from serve_app.sentences import SentenceSplitter
 
 log = logging.getLogger("ray.serve")
@@ -44,8 +47,7 @@ class Stages:
 
     @classmethod
     def of(cls, asr, llm, tts, animator, cfg: AppConfig) -> "Stages":
-        connect = getattr(cfg.backend("llm"), "chat_client", None)
-        return cls(asr, llm, tts, animator, connect(llm, cfg.llm) if connect else None)
+        return cls(asr, llm, tts, animator, cfg.backend("llm").chat_client(llm, cfg.llm))
 
     def chat(self, messages: list[dict]) -> Any:
         """The reply's text deltas, streamed: an async iterator with `cancel()` (our LLM stage's
@@ -149,11 +151,6 @@ async def stream_stage(stage: str, stream: Any, timeout_s: float) -> AsyncIterat
         stream.cancel()  # a no-op once the stream has finished
 
 
-def error_event(code: str, message: str) -> dict:
-    metrics.count_error(code)
-    return {"type": "error", "code": code, "message": message}
-
-
 class AudioBuffer:
     """A sentence's audio as it arrives, handed to the animator in pieces of whole video frames, so
     fragments join without a gap; only the sentence's last piece may end mid-frame."""
@@ -192,9 +189,9 @@ class Turn:
     END_GRACE_S = 0.05  # how long a TTS chunk waits to learn whether it is its sentence's last
 
     def __init__(
-        self, stages: Stages, cfg: AppConfig, conv: Conversation, pcm: np.ndarray, turn_id: str, counts: dict
+        self, stages: Stages, cfg: AppConfig, conv: Conversation, pcm: np.ndarray, turn_id: str, counts: TurnCounts
     ):
-        """`counts`: the ingress's turn counters (started, and one per outcome), for both transports."""
+        """`counts`: the replica's turn counters (started, and one per outcome), for every transport."""
         self.stages, self.cfg, self.conv, self.pcm, self.turn_id = stages, cfg, conv, pcm, turn_id
         self.counts = counts
         self.timeout_s = cfg.limits.stage_timeout_s
@@ -208,44 +205,45 @@ class Turn:
         self.failed = False
         self.outcome = "cancelled"  # unless the event stream reaches its end
 
-    async def run(self) -> AsyncIterator[dict]:
-        """The turn's events: turn, transcript, reply deltas, segments (bytes in `data`), done."""
-        self.counts["started"] += 1
-        yield {"type": "turn", "turn_id": self.turn_id, "session_id": self.conv.id}
+    async def run(self) -> AsyncIterator[tuple[TurnEvent, bytes | None]]:
+        """The turn's events, each with its media bytes (a segment's fragment; None for the rest):
+        turn, transcript, reply deltas, segments, then done or error."""
+        self.counts.inc("started")
+        yield TurnStarted(turn_id=self.turn_id, session_id=self.conv.id), None
         text = ""
         try:
             try:
                 text = await self.hear()
             except StageError as exc:
                 self.outcome = "failed"
-                yield error_event(exc.code, exc.message)
+                yield error(exc.code, exc.message), None
                 return
-            yield {"type": "transcript", "text": text}
+            yield Transcript(text=text), None
             if not text:
                 self.outcome = "no_speech"
-                yield error_event("no_speech", "no speech was recognised in the audio")
+                yield error("no_speech", "no speech was recognised in the audio"), None
                 return
             pipeline = asyncio.create_task(self.pipeline(text))
             try:
-                while (event := await self.events.get()) is not _END:
-                    if event["type"] == "segment":  # handed to the client: the history keeps it
-                        self.spoken.setdefault(event["sentence"], event["text"])
-                    yield event
+                while (item := await self.events.get()) is not _END:
+                    event, _ = item
+                    if isinstance(event, Segment):  # handed to the client: the history keeps it
+                        self.spoken.setdefault(event.sentence, event.text)
+                    yield item
                 self.outcome = "failed" if self.failed else "completed"
                 if not self.failed:
                     self.timings.set("total", self.timings.elapsed())
-                    yield {"type": "done", "timings": self.timings.values}
+                    yield Done(timings=self.timings.values), None
             finally:
                 pipeline.cancel()
                 await asyncio.gather(pipeline, return_exceptions=True)
         finally:
-            metrics.count_turn(self.outcome)
             log.info("turn=%s outcome=%s", self.turn_id, self.outcome,
                      extra={"turn_id": self.turn_id, "outcome": self.outcome})
             # Remember only what the user got: the whole reply, or the sentences sent so far.
             completed = self.outcome == "completed"
             self.conv.remember(text, "".join(self.reply).strip() if completed else " ".join(self.spoken.values()))
-            self.counts[self.outcome] = self.counts.get(self.outcome, 0) + 1
+            self.counts.inc(self.outcome)
 
     async def hear(self) -> str:
         started = time.perf_counter()
@@ -264,11 +262,11 @@ class Turn:
         except* StageError as errors:
             first = errors.exceptions[0]
             self.failed = True
-            await self.events.put(error_event(first.code, first.message))
+            await self.events.put((error(first.code, first.message), None))
         except* Exception as errors:  # a bug: say so, and leave the traceback in the log
             log.error("turn=%s failed", self.turn_id, exc_info=errors.exceptions[0])
             self.failed = True
-            await self.events.put(error_event("internal_error", "the turn failed on the server"))
+            await self.events.put((error("internal_error", "the turn failed on the server"), None))
         finally:
             self.events.put_nowait(_END)
 
@@ -287,7 +285,7 @@ class Turn:
             if not self.reply:
                 self.timings.set("llm_first_token", time.perf_counter() - started)
             self.reply.append(delta)
-            await self.events.put({"type": "reply", "text": delta})
+            await self.events.put((ReplyDelta(text=delta), None))
             for sentence in splitter.push(delta):
                 await sentence_done(sentence)
         for sentence in splitter.flush():
@@ -367,16 +365,11 @@ class Turn:
                 conv.anim_state = fragment.state
                 if self.fragments == 0:
                     self.timings.set("first_segment", self.timings.elapsed())
-                await self.events.put({
-                    "type": "segment",
-                    "index": self.fragments,
-                    "sentence": index,
-                    "last": ends_sentence and k == count - 1,
-                    "text": sentence,
-                    "duration_s": fragment.duration_s,
-                    "mime": fragment.mime,
-                    "data": fragment.data,
-                })
+                segment = Segment(
+                    index=self.fragments, sentence=index, last=ends_sentence and k == count - 1,
+                    text=sentence, duration_s=fragment.duration_s, mime=fragment.mime,
+                )
+                await self.events.put((segment, fragment.data))
                 self.fragments += 1
                 k += 1
         self.timings.add("animator", time.perf_counter() - started)

@@ -222,7 +222,10 @@ WS_CASES = [
     WsCase("text too long", lambda: json.dumps({"type": "ping", "pad": "x" * 10_000}), "message_too_large"),
     WsCase("settings: unknown avatar", lambda: '{"type": "settings", "avatar_id": "nobody"}', "unknown_avatar"),
     WsCase("settings: avatar traversal", lambda: '{"type": "settings", "avatar_id": "../../x"}', "unknown_avatar"),
-    WsCase("settings: voice not a string", lambda: '{"type": "settings", "voice_id": 123}', "unknown_voice"),
+    WsCase("settings: voice not a string", lambda: '{"type": "settings", "voice_id": 123}', "bad_message"),
+    WsCase("mic: on not a boolean", lambda: '{"type": "mic", "on": "yes"}', "bad_message"),
+    WsCase("interrupted: heard negative", lambda: '{"type": "interrupted", "turn_id": "t", "heard": -1}', "bad_message"),
+    WsCase("ping with a stray field", lambda: '{"type": "ping", "x": 1}', "bad_message"),
     WsCase("settings: unsupported language", lambda: '{"type": "settings", "language": "de"}', "unsupported_language"),
     WsCase("push-to-talk with the mic off", lambda: '{"type": "ptt", "down": true}', "mic_off"),
 ]

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from avatar_core import registry
 from avatar_core.config import AppConfig
+from avatar_core.protocols import SpeechBackend
 from tests.conftest import ROOT
 
 STAGE_DEPLOYMENTS = {"asr": "ASR", "llm": "LLM", "tts": "TTS", "animator": "Animator"}
@@ -81,8 +82,23 @@ def test_languages_are_what_the_configured_backends_share():
     assert multilingual.languages() == ["en"]  # the Piper voice still speaks English only
 
 
-def test_registering_a_backend_needs_a_config_model_named_after_it():
-    with pytest.raises(TypeError, match="nested `Config"):
+def test_registering_a_backend_checks_it_against_its_stage_contract():
+    with pytest.raises(TypeError, match="must subclass avatar_core.protocols.SpeechBackend"):
         registry.register("tts", "nothing")(type("Nothing", (), {}))
+
+    class Mute(SpeechBackend):  # no stream, no probe
+        def __init__(self, cfg): ...
+
+    with pytest.raises(TypeError, match="does not implement probe, stream"):
+        registry.register("tts", "mute")(Mute)
+
+    class Unconfigured(SpeechBackend):
+        def __init__(self, cfg): ...
+        async def probe(self): ...
+        def stream(self, text, voice_wav, voice_id, language): ...
+
+    with pytest.raises(TypeError, match="nested `Config"):
+        registry.register("tts", "unconfigured")(Unconfigured)
+    assert "mute" not in registry.backends_of("tts") and "unconfigured" not in registry.backends_of("tts")
     with pytest.raises(ValueError, match="unknown stage"):
         registry.register("vision", "x")

@@ -13,6 +13,7 @@ import websockets
 
 from avatar_core.config import LlmConfig
 from avatar_core.media import fragment_bounds
+from avatar_core.protocols import ChatBackend
 from avatar_core.registry import register
 from deployments.llm import LLM
 from serve_app.builder import stage_app
@@ -22,7 +23,7 @@ from tests.test_turn import check_segments_match_reply, post_turn
 
 
 @register("llm", "echo")
-class EchoChat:
+class EchoChat(ChatBackend):
     """A toy LLM backend: it answers with what it heard. All it takes is this class."""
 
     class Config(LlmConfig):
@@ -67,7 +68,7 @@ def test_a_toy_backend_registered_in_a_few_lines_runs_a_turn(serve_app, jfk_byte
 
 
 @register("llm", "broken")
-class BrokenChat:
+class BrokenChat(ChatBackend):
     """A toy LLM backend with a bug: every other reply yields bytes where text belongs, which breaks
     the turn's own code (the transports cannot encode it; the splitter cannot cut it)."""
 

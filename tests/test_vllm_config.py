@@ -120,11 +120,11 @@ def test_an_error_object_from_the_server_fails_the_stream():
         asyncio.run(read())
 
 
-def test_the_readmes_l4_section_validates():
-    """The README's GPU `llm` section (copied into the cluster configs) is a valid vllm section."""
+def test_the_gpu_docs_l4_section_validates():
+    """docs/gpu.md's `llm` section (copied into the cluster configs) is a valid vllm section."""
     import yaml
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "gpu.md").read_text()
     block = text[text.index("### LLM on an L4"):].split("```yaml\n", 1)[1].split("```", 1)[0]
     llm = AppConfig.model_validate(yaml.safe_load(block)).llm
     assert llm.accelerator_type == "L4" and llm.placement_group_config.bundles == [{"GPU": 1, "CPU": 4}]

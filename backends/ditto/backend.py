@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +35,11 @@ from typing import Any, ClassVar, Literal
 
 import cv2
 import numpy as np
+from cachetools import LRUCache
 from pydantic import Field
 
 from avatar_core.config import AnimatorConfig
+from avatar_core.protocols import FaceBackend
 from avatar_core.registry import register
 from avatar_core.threads import run_in_thread
 from avatar_core.types import AvatarError
@@ -75,9 +76,8 @@ class RegisteredAvatars:
     info is only read by the SDK's workers, so streams on all slots share it."""
 
     def __init__(self, limit: int = 32):
-        self.results: OrderedDict[tuple, dict] = OrderedDict()
+        self.results: LRUCache[tuple, dict] = LRUCache(maxsize=limit)
         self.seconds: dict[str, float] = {}  # what each registration cost (the saving per later setup)
-        self.limit = limit
         self.lock = threading.Lock()
 
     def wrap(self, registrar: Any) -> Any:
@@ -89,23 +89,20 @@ class RegisteredAvatars:
             def __call__(self, source_path, **kwargs):
                 key = (str(source_path), tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
                 with table.lock:
-                    if key in table.results:
-                        table.results.move_to_end(key)
-                        return table.results[key]
+                    if (found := table.results.get(key)) is not None:
+                        return found
                 started = time.perf_counter()
                 info = registrar(source_path, **kwargs)
                 with table.lock:
                     table.seconds[str(source_path)] = time.perf_counter() - started
                     table.results[key] = info
-                    while len(table.results) > table.limit:
-                        table.results.popitem(last=False)
                 return info
 
         return Cached()
 
 
 @register("animator", "ditto")
-class Ditto:
+class Ditto(FaceBackend):
     class Config(AnimatorConfig):
         backend: Literal["ditto"] = "ditto"
         repo_dir: Path = Field(DEFAULT_ROOT, description="a clone of antgroup/ditto-talkinghead (pinned commit)")

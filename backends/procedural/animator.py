@@ -8,11 +8,11 @@ segment of any session.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import replace
 
 import cv2
 import numpy as np
+from cachetools import LRUCache
 
 from . import motion, mouth
 from .avatar import Avatar, prepare_avatar
@@ -33,8 +33,7 @@ class ProceduralAnimator:
         self.fps = fps
         self.hop = SAMPLE_RATE // fps
         self.seed = int(seed)
-        self._rigs: OrderedDict[str, Rig] = OrderedDict()
-        self._cache_size = cache_size
+        self._rigs: LRUCache[str, Rig] = LRUCache(maxsize=cache_size)
         self._lock = threading.Lock()
 
     def prepare_avatar(self, image_rgb: np.ndarray) -> Avatar:
@@ -120,11 +119,8 @@ class ProceduralAnimator:
         with self._lock:
             rig = self._rigs.get(avatar.key)
             if rig is not None:
-                self._rigs.move_to_end(avatar.key)
                 return rig
         rig = build_rig(avatar)
         with self._lock:
             self._rigs[avatar.key] = rig
-            while len(self._rigs) > self._cache_size:
-                self._rigs.popitem(last=False)
         return rig

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from avatar_core.config import AnimatorConfig
+from avatar_core.protocols import FaceBackend
 from avatar_core.registry import register
 from avatar_core.threads import run_in_thread
 
@@ -18,7 +19,7 @@ from .state import AnimState
 
 
 @register("animator", "procedural")
-class Procedural:
+class Procedural(FaceBackend):
     class Config(AnimatorConfig):
         backend: Literal["procedural"] = "procedural"
         seed: int = 0
