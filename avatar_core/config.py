@@ -79,11 +79,15 @@ class LimitsConfig(_Strict):
         "closes WebSocket messages over 16 MiB (uvicorn's ws_max_size) with code 1009",
     )
     max_text_bytes: int = Field(4096, ge=64, description="longest WebSocket text (JSON) message")
-    max_audio_s: float = 60.0
-    stage_timeout_s: float = 60.0
+    max_audio_s: float = Field(60.0, gt=0, description="longest audio a turn accepts (an utterance, an upload)")
+    stage_timeout_s: float = Field(
+        60.0, gt=0, description="a stage call, or the wait for a streaming stage's next item, fails after this"
+    )
     sessions: int = Field(256, description="HTTP conversations remembered by session_id (LRU)")
-    segment_cache_bytes: int = 256 * 1024 * 1024
-    segment_ttl_s: float = 600.0
+    segment_cache_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="segment bytes kept for HTTP clients (GET /api/v1/segments/{id})"
+    )
+    segment_ttl_s: float = Field(600.0, gt=0, description="how long a segment stays fetchable")
 
 
 class AdmissionConfig(_Strict):
@@ -119,12 +123,14 @@ class StorageConfig(_Strict):
     """Uploaded avatars and voices, stored under content-hash names that clients never choose.
     Every replica must see the same directory (one node, or a shared volume)."""
 
-    dir: Path = Path(tempfile.gettempdir()) / "talking-avatar"
-    max_image_bytes: int = 10 * 1024 * 1024
+    dir: Path = Field(
+        Path(tempfile.gettempdir()) / "talking-avatar", description="a shared volume on a cluster"
+    )
+    max_image_bytes: int = Field(10 * 1024 * 1024, description="largest avatar upload")
     max_image_pixels: int = Field(25_000_000, description="checked from the header, before decoding")
     max_image_side: int = Field(1024, description="larger avatars are scaled down on upload")
-    min_voice_s: float = 2.0
-    max_voice_s: float = 30.0
+    min_voice_s: float = Field(2.0, description="shortest voice clip accepted for cloning")
+    max_voice_s: float = Field(30.0, description="longest voice clip accepted for cloning")
 
 
 class EndpointingConfig(_Strict):

@@ -142,6 +142,7 @@ class Ingress:
 
     @app.get("/")
     async def index(self) -> FileResponse:
+        """The page."""
         return FileResponse(UI_DIR / "index.html")
 
     @app.get("/api/v1/stats")
@@ -154,6 +155,7 @@ class Ingress:
 
     @app.get("/api/v1/avatars")
     async def avatars(self) -> JSONResponse:
+        """The avatars a session may choose: the default and every uploaded one."""
         stem = self.cfg.animator.avatar_image.stem.replace("_", " ").title()
         default = {"id": "default", "name": f"{stem} (default)"}
         items = [default] + await asyncio.to_thread(self.service.avatars.items)
@@ -183,6 +185,7 @@ class Ingress:
 
     @app.get("/api/v1/avatars/{avatar_id}/image")
     async def avatar_image(self, avatar_id: str) -> Response:
+        """An avatar's image (PNG for uploaded ones)."""
         if avatar_id == "default":
             return FileResponse(self.cfg.animator.avatar_image)
         path = self.service.avatars.path(avatar_id)
@@ -192,6 +195,7 @@ class Ingress:
 
     @app.get("/api/v1/voices")
     async def voices(self) -> JSONResponse:
+        """The voices a session may choose: the TTS's built-in one and every uploaded clip."""
         default = {"id": "default", "name": self.service.default_voice_name, "preview_url": None}
         items = await asyncio.to_thread(self.service.voices.items)
         for item in items:
@@ -226,6 +230,7 @@ class Ingress:
 
     @app.get("/api/v1/voices/{voice_id}/audio")
     async def voice_audio(self, voice_id: str) -> Response:
+        """An uploaded voice's reference clip (WAV)."""
         path = self.service.voices.path(voice_id)
         if path is None:
             return http_error(404, "voice_not_found", f"no stored clip for voice {voice_id!r}")
@@ -235,6 +240,8 @@ class Ingress:
 
     @app.post("/api/v1/turn")
     async def turn(self, request: Request) -> Response:
+        """One turn from an audio file (form field `audio`; optional `session_id`, `avatar_id`,
+        `voice_id`, `language`): its events as NDJSON, the session id in `X-Session-Id`."""
         got = await self.read_upload(request, "audio", self.cfg.limits.max_upload_bytes, max_fields=8)
         if isinstance(got, JSONResponse):
             return got
@@ -270,6 +277,7 @@ class Ingress:
 
     @app.get("/api/v1/segments/{segment_id}")
     async def segment(self, segment_id: str) -> Response:
+        """A segment's media (fragmented MP4) named by a `segment` event's `url`."""
         found = self.service.segment(segment_id)
         if found is None:
             return http_error(404, "segment_not_found", "no such segment (segments expire)")
