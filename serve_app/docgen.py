@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import tempfile
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,13 @@ def protocol_md() -> str:
     return "\n".join(out)
 
 
+def installed_backends(stage: str) -> dict[str, type]:
+    """The backends that installed packages declare (not ones a test registered in this process)."""
+    modules = tuple(entry.value for entry in entry_points(group=registry.ENTRY_POINTS))
+    return {name: cls for name, cls in registry.backends_of(stage).items()
+            if cls.__module__ in modules or cls.__module__.startswith(tuple(m + "." for m in modules))}
+
+
 def configuration_md() -> str:
     out = [
         "# Configuration reference",
@@ -170,7 +178,7 @@ def configuration_md() -> str:
     for stage in registry.STAGES:
         default = registry.DEFAULTS[stage]
         out += [f"## `{stage}`", "", f"Names its backend with `backend` (default `{default}`); each takes:", ""]
-        for name, cls in sorted(registry.backends_of(stage).items()):
+        for name, cls in sorted(installed_backends(stage).items()):
             out += [f"### `{stage}: {{backend: {name}}}`", ""]
             if cls.__doc__:
                 out += [_doc(cls).split(". ")[0].rstrip(".") + ".", ""]

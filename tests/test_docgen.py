@@ -27,7 +27,17 @@ def test_the_references_name_every_message_event_and_backend():
     for route in ("`/api/v1/turn`", "`/ws`", "`/api/v1/segments/{segment_id}`", "`/healthz`"):
         assert route in protocol
     for stage in registry.STAGES:
-        for name in registry.backends_of(stage):
+        installed = docgen.installed_backends(stage)
+        assert installed and set(installed) <= set(registry.backends_of(stage))
+        for name in installed:
             assert f"### `{stage}: {{backend: {name}}}`" in configuration
+    assert "{backend: piper}" in configuration and "{backend: ditto}" in configuration
     assert "| `segment_ttl_s` | float | `600.0` |" in configuration
     assert "/work/" not in configuration and docgen.ROOT.as_posix() not in configuration
+
+
+def test_backends_a_test_registers_stay_out_of_the_reference():
+    import tests.test_seam  # noqa: F401  registers the toy "echo" and "broken" LLM backends
+
+    assert "echo" not in docgen.installed_backends("llm")
+    assert docgen.generated()[docgen.DOCS / "configuration.md"] == (docgen.DOCS / "configuration.md").read_text()
