@@ -40,14 +40,16 @@ def build_app(args: AppConfig) -> Application:
 
 def yaml_deployment_options(path: str | None = None, app: int = 0) -> dict[str, dict]:
     """A Serve config file's `deployments` options (CPUs, autoscaling, max_ongoing_requests) per
-    deployment name; `serve_config.yaml` by default."""
+    deployment name, validated by Ray's own schema; `serve_config.yaml` by default. Only what the
+    file sets: Serve fills in its own defaults when the options are applied."""
     from pathlib import Path
 
     import yaml
+    from ray.serve.schema import ServeDeploySchema
 
     path = Path(path) if path else Path(__file__).resolve().parent.parent / "serve_config.yaml"
-    config = yaml.safe_load(path.read_text())
-    return {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in config["applications"][app]["deployments"]}
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    return {d.name: d.model_dump(exclude_unset=True, exclude={"name"}) for d in schema.applications[app].deployments}
 
 
 def with_options(app: Application, **options) -> Application:
