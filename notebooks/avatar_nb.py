@@ -18,7 +18,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 turns token auth on by default
+from serve_app.local import use_local_ray  # noqa: E402 -- after the repository is on the path
+
+use_local_ray()
 
 JFK = REPO / "assets" / "media" / "jfk.flac"  # the one place that names the speech clip
 AVATARS = REPO / "assets" / "avatars"

@@ -1,49 +1,22 @@
 """One real Ray cluster and one real deployment of the whole graph, shared by the test session."""
 
-import os
 import shutil
-import socket
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 turns token auth on by default
+from serve_app.local import free_port, use_local_ray, wait_healthy  # noqa: F401 -- the tests import them from here
+
+use_local_ray()
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT / "assets" / "media"  # real speech, with provenance (PROVENANCE.md)
 JFK = MEDIA / "jfk.flac"
 JFK_WORDS = "ask not what your country can do for you"
 TEST_MAX_UPLOAD = 4 * 1024 * 1024
-READY_DEADLINE_S = 240  # replicas load and warm their models before /healthz says ok
-
-
-def free_port(start: int = 28_000) -> int:
-    """A free port between Ray's worker ports (10002-19999) and the kernel's ephemeral range, so
-    that processes Ray starts after we choose cannot take it first."""
-    for port in range(start, start + 1000):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return port
-    raise RuntimeError("no free port")
-
-
-def wait_healthy(base_url: str, deadline_s: float = READY_DEADLINE_S) -> dict:
-    end = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < end:
-        try:
-            r = httpx.get(f"{base_url}/healthz", timeout=5)
-            last = r.text
-            if r.status_code == 200:
-                return r.json()
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(1)
-    raise TimeoutError(f"the app did not become healthy in {deadline_s} s; last answer: {last}")
 
 
 STORAGE = Path(tempfile.mkdtemp(prefix="avatar-test-storage-"))

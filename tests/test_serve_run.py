@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from serve_app.local import local_ray_env
 from tests.conftest import JFK_WORDS, ROOT, free_port, wait_healthy
 from tests.test_stages import words
 from tests.test_turn import post_turn
@@ -27,7 +28,7 @@ def test_serve_run_holds_a_turn(jfk_bytes, tmp_path):
     serve = Path(sys.executable).with_name("serve")
     log = (tmp_path / "serve.log").open("w")
     temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": temp_dir}
+    env = {**local_ray_env(), "RAY_TMPDIR": temp_dir}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [str(serve), "run", "--address", "local", str(config_path)], cwd=ROOT, env=env, stdout=log,
