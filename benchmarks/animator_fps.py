@@ -4,24 +4,22 @@ Renders jfk.flac (11 s of speech) in 1 s segments with the state passed along, a
 at 256x256 and 512x512, and muxes each with `mux_segment` (H.264 + AAC fragmented MP4, the Animator
 replica's own path). OpenCV runs on one thread. Real time is 25 fps.
 
-    python benchmarks/animator_fps.py [--repeats 3]
+    python -m benchmarks.animator_fps [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from avatar_core.media import decode_audio, mux_segment
+from backends.procedural import AnimState, ProceduralAnimator
 
-from backends.procedural import AnimState, ProceduralAnimator  # noqa: E402
-from avatar_core.media import decode_audio, mux_segment  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 AUDIO = ROOT / "assets" / "media" / "jfk.flac"
 AVATAR = ROOT / "assets" / "avatars" / "astronaut.png"

@@ -1,7 +1,7 @@
 """Which Whisper model should the embedded ASR use? Word error rate and time per utterance of each
 named model that installs from PyPI (backends/faster_whisper.py MODELS), on the same inputs.
 
-    .venv/bin/python benchmarks/asr_models.py [--models tiny.en base] [--repeats 3]
+    .venv/bin/python -m benchmarks.asr_models [--models tiny.en base] [--repeats 3]
 
 Inputs: the project's real speech (`assets/media/jfk.flac`: clean, with white noise at 10 and 5 dB
 SNR, and in a synthetic room (0.6 s reverberation) at 15 dB SNR), and twenty spoken-style questions
@@ -28,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from avatar_core.media import ASR_RATE, decode_audio, resample
+from backends.faster_whisper import MODELS, FasterWhisper
 
-from avatar_core.media import ASR_RATE, decode_audio, resample  # noqa: E402
-from backends.faster_whisper import MODELS, FasterWhisper  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 JFK_TEXT = (
     "And so my fellow Americans, ask not what your country can do for you, ask what you can do for "

@@ -3,22 +3,20 @@
 Each sheet is a grid of head crops sampled over the spoken sentence of jfk.flac, labelled with the
 time and a bar for the audio loudness of that frame, so mouth shapes can be judged against sound.
 
-    python benchmarks/contact_sheet.py
+    python -m benchmarks.contact_sheet
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from avatar_core.media import decode_audio
+from backends.procedural import AnimState, ProceduralAnimator
 
-from backends.procedural import AnimState, ProceduralAnimator  # noqa: E402
-from avatar_core.media import decode_audio  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 AUDIO = ROOT / "assets" / "media" / "jfk.flac"
 SHEETS = [

@@ -10,7 +10,7 @@ largest N whose slowest stream stays below RTF 1 with room (say 0.8). Then `setu
 the avatar's registration cached (what a new stream pays) and without it (what it paid before):
 the difference is the saving per stream and per turn.
 
-    python benchmarks/ditto_streams.py --repo /opt/ditto-talkinghead \\
+    python -m benchmarks.ditto_streams --repo /opt/ditto-talkinghead \\
         --data-root /opt/ditto-talkinghead/checkpoints/ditto_trt_sm89 \\
         --cfg /opt/ditto-talkinghead/checkpoints/ditto_cfg/v0.4_hubert_cfg_trt_online.pkl --streams 1 2 3 4
 """
@@ -20,19 +20,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from avatar_core.media import decode_audio
+from backends.ditto import Ditto
+from backends.ditto.streams import Stream
 
-from avatar_core.media import decode_audio  # noqa: E402
-from backends.ditto import Ditto  # noqa: E402
-from backends.ditto.streams import Stream  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 AUDIO = ROOT / "assets" / "media" / "jfk.flac"
 AVATAR = ROOT / "assets" / "avatars" / "astronaut.png"

@@ -3,10 +3,10 @@
 `run.py` fits each stage's cost one call at a time, alone. With several turns at once the stages run
 side by side on 2 cores, and a call then costs more CPU than alone (measured: two llama.cpp
 decoders share the memory bandwidth and caches, and each spends about 40 % more CPU per token). The
-capacity planner (`capacity.py validate --interference F`) scales a call's work by these ratios for
+capacity planner (`avatar-capacity validate --interference F`) scales a call's work by these ratios for
 whatever runs beside it.
 
-    .venv/bin/python benchmarks/interference.py [--seconds 6] [--repeats 1] [--json interference.json]
+    .venv/bin/python -m benchmarks.interference [--seconds 6] [--repeats 1] [--json interference.json]
 
 For each stage (the subject) and each neighbour (each stage, and `python`: a pure-Python loop, the
 stand-in for the ingress, Serve's proxy and Ray, which are Python event loops), the subject calls
@@ -34,8 +34,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 STAGES = ("asr", "llm", "tts", "animator")
@@ -53,10 +51,10 @@ async def one_call(stage: str):
     """The stage built as run.py builds it, and a coroutine function making one typical call."""
     import numpy as np
 
-    import run
-    import voice_to_face as v2f
     from avatar_core.media import decode_audio
     from avatar_core.types import Speech
+    from benchmarks import run
+    from benchmarks import voice_to_face as v2f
     from serve_app.conversation import Conversation
 
     cfg = run.bench_config()
@@ -107,8 +105,8 @@ async def worker(stage: str, seconds: float) -> None:
 
 
 def spawn(stage: str, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, "--worker", stage, "--seconds", str(seconds)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.interference", "--worker", stage, "--seconds", str(seconds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
 
 
 def ready(proc: subprocess.Popen) -> None:
@@ -178,7 +176,7 @@ def main() -> None:
     if args.worker:
         asyncio.run(worker(args.worker, args.seconds))
         return
-    import run
+    from benchmarks import run
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = os.getloadavg()

@@ -1,7 +1,7 @@
 """Which GGUF should the embedded LLM use? Speed and sample answers of each named llama-cpp model
 (backends/llama_cpp.py MODELS) on the same five questions, greedy.
 
-    .venv/bin/python benchmarks/llm_models.py [--models smollm2-135m qwen2.5-coder-1.5b]
+    .venv/bin/python -m benchmarks.llm_models [--models smollm2-135m qwen2.5-coder-1.5b]
                                               [--prompt "another system prompt"]
 
 Each model is the real backend class (`LlamaCpp`, 2 threads) fed the messages a turn builds
@@ -18,16 +18,14 @@ import argparse
 import asyncio
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from backends.llama_cpp import MODELS, LlamaCpp
+from serve_app.conversation import Conversation
+from serve_app.sentences import SentenceSplitter
 
-from backends.llama_cpp import MODELS, LlamaCpp  # noqa: E402
-from serve_app.conversation import Conversation  # noqa: E402
-from serve_app.sentences import SentenceSplitter  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 QUESTIONS = [
     "Could you name three animals that live in the ocean?",

@@ -1,13 +1,14 @@
 """Where a turn's time goes, on real speech: one entry point for the latency benchmarks.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--json results.json]
+    .venv/bin/python -m benchmarks.run [--quick] [--json results.json]
 
 Starts Ray and Serve in this process, deploys the graph as `serve run serve_config.yaml` does (its
 `args` and its `deployments` options), measures, and stops them. The inputs are `jfk.flac` (11 s,
 with two mid-sentence pauses) and questions spoken by the embedded Piper voice at run time. Replies
 are greedy (temperature 0), so the graph and the in-process stages write the same words; and each
 client may run more turns at once than the shipped admission allows (all clients here are one IP).
-Printed as markdown tables; `--json PATH` writes the same numbers:
+Printed as markdown tables; `--json PATH` writes the same numbers, as `capacity.schema.BenchResult`
+(the fields below; the capacity planner reads the file through the same models):
 
 - `v2f_p50_s`, `v2f_p95_s`, `v2f_parts_p50_s` {endpointing, asr, rest}: voice to face, the headline.
   A client streams each clip over `/ws` as the page does (`benchmarks/voice_to_face.py`), one
@@ -34,18 +35,12 @@ Printed as markdown tables; `--json PATH` writes the same numbers:
   starts cancelled (`run.turn_record`), which the capacity planner replays.
 - `rtf` {asr, llm, tts, animator}: compute seconds per second of audio (ASR: heard; TTS and
   animator: spoken; LLM: of the speech its reply makes).
-- `costs`: the cost model the capacity planner (`benchmarks/capacity.py`) reads, fitted as a line
-  over calls of several sizes, in-process, one call at a time on this machine:
-    {"asr":      {"fixed_s", "per_audio_s"},              # per second of input audio
-     "llm":      {"fixed_s", "per_token_s", "first_token_s", "tokens_per_speech_s"},
-     "tts":      {"fixed_s", "per_audio_s", "first_chunk_s", "chunk_s"},   # per second of output
-                                                   # audio; chunk_s: median seconds of audio a chunk
-     "animator": {"fixed_s", "per_audio_s", "first_fragment_s"},
-     "endpointing": {"end_silence_s"},
-     "workload": {"utterance_s", "reply_tokens", "reply_speech_s", "reply_sentences",
-                  "first_sentence_speech_s"}}   # medians over this run's inputs
-  each stage entry also has "samples" (calls fitted) and "r2"; every number is in seconds (or
-  tokens) and finite. `machine` says where and when.
+- `costs` (`capacity.schema.Costs`): the cost model the capacity planner reads, fitted as a line
+  over calls of several sizes, in-process, one call at a time on this machine: per stage its fixed
+  part and its slope (per second of input audio for ASR, per token for the LLM, per second of output
+  audio for TTS and the animator), its first output, the calls fitted and r²; TTS's median chunk;
+  the endpointing setting; and the replies' medians over this run's inputs (`workload`). Every
+  number is in seconds (or tokens) and finite. `machine` says where and when.
 - `first_sentence_first` (not with --quick or --no-ab): the shipped settings against the alternative
   thread settings in `ALTERNATIVE`, the latter as a second ingress with its own deployments of the
   stages those settings touch, turns alternating: {"shipped": {"ttfs_s", "ttfs_over_floor"}, "alternative": {...}, "settings": ...}.
@@ -65,17 +60,35 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import yaml
+
+from benchmarks import cpu_usage
+from benchmarks import voice_to_face as v2f
+from capacity.schema import (
+    AnimatorCost,
+    AsrCost,
+    BenchResult,
+    Concurrency,
+    Costs,
+    Endpointing,
+    FirstSentenceFirst,
+    Input,
+    InputSummary,
+    LlmCost,
+    Machine,
+    PerInput,
+    RepliesSeen,
+    StageSeconds,
+    TtsCost,
+    TurnRecord,
+    V2fParts,
+)
+from serve_app.local import free_port, use_local_ray, wait_healthy
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 turns token auth on by default
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-
-import cpu_usage  # noqa: E402
-import voice_to_face as v2f  # noqa: E402
+use_local_ray()  # the Graph starts Ray in this process
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the stages import huggingface_hub (lazily, below)
 
 QUESTIONS = [
     "What is the tallest mountain in the world?",
@@ -120,7 +133,6 @@ class Graph:
         from ray import serve
 
         from serve_app.builder import build_app, with_deployment_options, yaml_deployment_options
-        from tests.conftest import free_port, wait_healthy
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         self.port = free_port()
@@ -149,7 +161,6 @@ class Graph:
         from deployments.tts import TTS
         from serve_app.builder import stage_app, with_options
         from serve_app.ingress import Ingress
-        from tests.conftest import wait_healthy
 
         classes = {"asr": ASR, "llm": LLM, "tts": TTS, "animator": Animator}
         storage = (str(cfg.storage.dir),)
@@ -276,10 +287,11 @@ async def graph_ttfs(ingress, pcm) -> float:
 
 async def local_ttfs(stages, cfg, pcm) -> float:
     from serve_app.conversation import Conversation
+    from serve_app.metrics import TurnCounts
     from serve_app.turn import Turn
 
-    turn = Turn(local_turn_stages(stages, cfg), cfg, Conversation(id="local"), pcm, "local", {"started": 0})
-    return await first_segment(turn.run())
+    turn = Turn(local_turn_stages(stages, cfg), cfg, Conversation(id="local"), pcm, "local", TurnCounts())
+    return await first_segment(event.to_json() async for event, _ in turn.run())
 
 
 async def floor(stages, cfg, pcm) -> dict:
@@ -344,7 +356,7 @@ def fit(xs: list[float], ys: list[float]) -> dict:
     return {"fixed_s": float(fixed), "slope": float(slope), "r2": r2, "samples": len(xs)}
 
 
-async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats: int) -> tuple[dict, dict]:
+async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats: int) -> tuple[Costs, StageSeconds]:
     """Per-call cost of each stage, fitted over calls of several sizes, in this process, one at a
     time, with what the replies were like (the workload); and each stage's real-time factor."""
     from serve_app.conversation import Conversation
@@ -410,28 +422,29 @@ async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats:
     asr, llm, tts, anim = fit(asr_x, asr_y), fit(llm_x, llm_y), fit(tts_x, tts_y), fit(anim_x, anim_y)
     med = statistics.median
     tokens_per_speech_s = sum(llm_x) / sum(speech_of_reply)
-    cost = {
-        "asr": {"fixed_s": asr["fixed_s"], "per_audio_s": asr["slope"], "r2": asr["r2"], "samples": asr["samples"]},
-        "llm": {"fixed_s": llm["fixed_s"], "per_token_s": llm["slope"], "first_token_s": med(first_tok),
-                "tokens_per_speech_s": tokens_per_speech_s, "r2": llm["r2"], "samples": llm["samples"]},
-        "tts": {"fixed_s": tts["fixed_s"], "per_audio_s": tts["slope"], "first_chunk_s": med(tts_first),
-                "chunk_s": med(chunk_s), "r2": tts["r2"], "samples": tts["samples"]},
-        "animator": {"fixed_s": anim["fixed_s"], "per_audio_s": anim["slope"], "first_fragment_s": med(anim_first),
-                     "r2": anim["r2"], "samples": anim["samples"]},
-        "endpointing": {"end_silence_s": cfg.endpointing.end_silence_s},
-        "workload": {"utterance_s": med([len(p) / 16_000 for p in clips]), "reply_tokens": med(llm_x),
-                     "reply_speech_s": med(speech_of_reply), "reply_sentences": med(sentences_of_reply),
-                     "first_sentence_speech_s": med(first_sentence_s)},
-    }
-    rtf = {"asr": sum(asr_y) / sum(asr_x), "llm": sum(llm_y) / sum(speech_of_reply),
-           "tts": sum(tts_y) / sum(tts_x), "animator": sum(anim_y) / sum(anim_x)}
+    line = lambda f: {"fixed_s": f["fixed_s"], "per_audio_s": f["slope"], "r2": f["r2"], "samples": f["samples"]}  # noqa: E731
+    cost = Costs(
+        asr=AsrCost(**line(asr)),
+        llm=LlmCost(fixed_s=llm["fixed_s"], per_token_s=llm["slope"], first_token_s=med(first_tok),
+                    tokens_per_speech_s=tokens_per_speech_s, r2=llm["r2"], samples=llm["samples"]),
+        tts=TtsCost(**line(tts), first_chunk_s=med(tts_first), chunk_s=med(chunk_s)),
+        animator=AnimatorCost(**line(anim), first_fragment_s=med(anim_first)),
+        endpointing=Endpointing(end_silence_s=cfg.endpointing.end_silence_s),
+        workload=RepliesSeen(utterance_s=med([len(p) / 16_000 for p in clips]), reply_tokens=med(llm_x),
+                             reply_speech_s=med(speech_of_reply), reply_sentences=med(sentences_of_reply),
+                             first_sentence_speech_s=med(first_sentence_s)),
+    )
+    rtf = StageSeconds(asr=sum(asr_y) / sum(asr_x), llm=sum(llm_y) / sum(speech_of_reply),
+                       tts=sum(tts_y) / sum(tts_x), animator=sum(anim_y) / sum(anim_x))
     return cost, rtf
 
 
-async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[float], sessions: int, turns: int) -> dict:
-    """`sessions` clients talking at once over /ws, each turn after turn, starts staggered."""
+async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[float], sessions: int,
+                           turns: int) -> tuple[Concurrency, list[v2f.Turn]]:
+    """`sessions` clients talking at once over /ws, each turn after turn, starts staggered; and the
+    turns as the client saw them."""
     results: list[v2f.Turn] = []
-    detail: list[dict] = []
+    detail: list[TurnRecord] = []
 
     async def client(i: int) -> None:
         await asyncio.sleep(i * 0.5)
@@ -446,27 +459,26 @@ async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[floa
     cpu = cpu_usage.spent(cpu_before, cpu_usage.snapshot())
     minutes = (time.perf_counter() - started) / 60
     s = v2f.summary(results)
-    return {"sessions": sessions, "turns": len(results), "v2f_p50_s": s["v2f_p50_s"], "v2f_p95_s": s["v2f_p95_s"],
-            "turns_per_min": len(results) / minutes,
-            "reply_speech_s": median([d["reply_speech_s"] for d in detail]),
-            "reply_sentences": median([d["reply_sentences"] for d in detail]),
-            "cpu_per_turn_s": {k: v / len(results) for k, v in cpu.items()},
-            "cpu_busy_share": cpu["machine"] / (minutes * 60 * (os.cpu_count() or 1)),
-            "turns_detail": detail, "_turns": results}
+    return Concurrency(
+        sessions=sessions, turns=len(results), v2f_p50_s=s["v2f_p50_s"], v2f_p95_s=s["v2f_p95_s"],
+        turns_per_min=len(results) / minutes, reply_speech_s=median([d.reply_speech_s for d in detail]),
+        reply_sentences=median([d.reply_sentences for d in detail]),
+        cpu_per_turn_s={k: v / len(results) for k, v in cpu.items()},
+        cpu_busy_share=cpu["machine"] / (minutes * 60 * (os.cpu_count() or 1)), turns_detail=detail), results
 
 
-def turn_record(t: v2f.Turn, session: int, clip: int, started: float) -> dict:
+def turn_record(t: v2f.Turn, session: int, clip: int, started: float) -> TurnRecord:
     """One turn of a concurrency run as the capacity planner replays it: when its session began it
     (seconds into the run), the client's cycle, voice to face and its parts, the reply's shape, and
     the turns started early and cancelled because the speaker went on (seconds into the clip)."""
     first = min((g["sentence"] for g in t.segments), default=0)
-    return {"session": session, "input": clip, "began_s": t.began - started, "opened_s": t.opened_s,
-            "streamed_s": t.streamed_s, "voiced_s": t.voiced_s, "done_s": t.done_s, "v2f_s": t.v2f_s,
-            "endpointing_s": t.endpointing_s, "asr_s": t.asr_s, "rest_s": t.rest_s,
-            "reply_speech_s": sum(g["duration_s"] for g in t.segments),
-            "reply_sentences": len({g["sentence"] for g in t.segments}),
-            "first_sentence_speech_s": sum(g["duration_s"] for g in t.segments if g["sentence"] == first),
-            "cancelled_starts": [list(c) for c in t.cancelled_starts]}
+    return TurnRecord(
+        session=session, input=clip, began_s=t.began - started, opened_s=t.opened_s, streamed_s=t.streamed_s,
+        voiced_s=t.voiced_s, done_s=t.done_s, v2f_s=t.v2f_s, endpointing_s=t.endpointing_s, asr_s=t.asr_s,
+        rest_s=t.rest_s, reply_speech_s=sum(g["duration_s"] for g in t.segments),
+        reply_sentences=len({g["sentence"] for g in t.segments}),
+        first_sentence_speech_s=sum(g["duration_s"] for g in t.segments if g["sentence"] == first),
+        cancelled_starts=[tuple(c) for c in t.cancelled_starts])
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -484,7 +496,7 @@ async def spoken(tts, text: str) -> np.ndarray:
     return np.concatenate([np.zeros(8_000, np.float32), audio]).astype(np.float32)
 
 
-async def run(args) -> dict:
+async def run(args) -> BenchResult:
     from avatar_core.media import decode_audio
 
     cfg = bench_config()
@@ -495,7 +507,7 @@ async def run(args) -> dict:
     clips = [decode_audio(v2f.JFK.read_bytes(), 60)] + [await spoken(local["tts"], q) for q in questions]
     names = ["jfk.flac"] + [f"Piper: {q}" for q in questions]
     ends = [v2f.speech_end_s(p) for p in clips]
-    out: dict = {"inputs": [{"name": n, "seconds": round(len(p) / 16_000, 2), "speech_end_s": round(e, 2)}
+    out: dict = {"inputs": [Input(name=n, seconds=round(len(p) / 16_000, 2), speech_end_s=round(e, 2))
                             for n, p, e in zip(names, clips, ends)]}
     graph = Graph(cfg)
     try:
@@ -515,14 +527,14 @@ async def run(args) -> dict:
                 loc = await local_ttfs(local, cfg, pcm)
                 rows.append({"input": i, "floor": sum(parts.values()), "parts": parts, "graph": g, "local": loc})
         out["floor_s"] = median([r["floor"] for r in rows])
-        out["floor_parts_s"] = {k: median([r["parts"][k] for r in rows]) for k in STAGE_NAMES}
+        out["floor_parts_s"] = StageSeconds(**{k: median([r["parts"][k] for r in rows]) for k in STAGE_NAMES})
         out["ttfs_s"] = median([r["graph"] for r in rows])
         out["ttfs_local_s"] = median([r["local"] for r in rows])
         out["ttfs_over_floor"] = median([r["graph"] / r["floor"] for r in rows])
         out["serve_overhead"] = median([r["graph"] / r["local"] - 1 for r in rows])
-        out["per_input"] = [{"input": names[i], "floor_s": median([r["floor"] for r in rows if r["input"] == i]),
-                             "ttfs_s": median([r["graph"] for r in rows if r["input"] == i]),
-                             "ttfs_local_s": median([r["local"] for r in rows if r["input"] == i])}
+        out["per_input"] = [PerInput(input=names[i], floor_s=median([r["floor"] for r in rows if r["input"] == i]),
+                                     ttfs_s=median([r["graph"] for r in rows if r["input"] == i]),
+                                     ttfs_local_s=median([r["local"] for r in rows if r["input"] == i]))
                             for i in range(len(clips))]
         log("floor", out["floor_s"], out["ttfs_s"])
 
@@ -540,12 +552,11 @@ async def run(args) -> dict:
                     order = (("shipped", ingress), ("alternative", alt))
                     for name, handle in (order if (r + i) % 2 == 0 else order[::-1]):
                         ab[name].append((await graph_ttfs(handle, pcm), fl))
-            out["first_sentence_first"] = {
-                name: {"ttfs_s": median([t for t, _ in xs]), "ttfs_over_floor": median([t / f for t, f in xs])}
-                for name, xs in ab.items()}
-            out["first_sentence_first"]["alternative_over_shipped"] = median(
-                [a[0] / s[0] for a, s in zip(ab["alternative"], ab["shipped"])])
-            out["first_sentence_first"]["settings"] = ALTERNATIVE
+            out["first_sentence_first"] = FirstSentenceFirst(
+                **{name: {"ttfs_s": median([t for t, _ in xs]), "ttfs_over_floor": median([t / f for t, f in xs])}
+                   for name, xs in ab.items()},
+                alternative_over_shipped=median([a[0] / s[0] for a, s in zip(ab["alternative"], ab["shipped"])]),
+                settings=ALTERNATIVE)
             from ray import serve
 
             serve.delete("alternative")
@@ -581,16 +592,15 @@ async def run(args) -> dict:
         for n in args.sessions:
             turns = args.runs * len(clips) if n == 1 else max(1, args.session_turns or args.runs)
             conc.append(await sessions_at_once(graph.ws_url(), clips, ends, n, turns))
-            log("sessions", n, conc[-1]["v2f_p50_s"])
-        one = next((c for c in conc if c["sessions"] == 1), conc[0])
-        s = v2f.summary(one["_turns"])
+            log("sessions", n, conc[-1][0].v2f_p50_s)
+        _, one = next((c for c in conc if c[0].sessions == 1), conc[0])  # its turns as the client saw them
+        s = v2f.summary(one)
         out["v2f_p50_s"], out["v2f_p95_s"] = s["v2f_p50_s"], s["v2f_p95_s"]
-        out["v2f_parts_p50_s"] = {"endpointing": s["endpointing_p50_s"], "asr": s["asr_p50_s"], "rest": s["rest_p50_s"]}
+        out["v2f_parts_p50_s"] = V2fParts(endpointing=s["endpointing_p50_s"], asr=s["asr_p50_s"], rest=s["rest_p50_s"])
         out["v2f_per_input"] = [
-            {"input": names[i], **{k: v for k, v in v2f.summary([t for t, c in zip(one["_turns"], _cycle(len(clips)))
-                                                                  if c == i]).items()}}
+            InputSummary(input=names[i], **v2f.summary([t for t, c in zip(one, _cycle(len(clips))) if c == i]))
             for i in range(len(clips))]
-        out["concurrency"] = [{k: v for k, v in c.items() if not k.startswith("_")} for c in conc]
+        out["concurrency"] = [c for c, _ in conc]
     finally:
         graph.close()
 
@@ -598,10 +608,10 @@ async def run(args) -> dict:
     sizes = [clips[0][: int(s * 16_000)] for s in (2.5, 5.5)] + clips if not args.quick else clips
     out["costs"], out["rtf"] = await costs(local, cfg, sizes, [*questions, LONG_QUESTION][: 1 + args.questions],
                                                   repeats=1 if args.quick else 2)
-    out["machine"] = {"date": started_at, "commit": commit(), "cpus": os.cpu_count(),
-                      "load_before": [round(x, 2) for x in load_before],
-                      "load_after": [round(x, 2) for x in os.getloadavg()], "quick": args.quick, "runs": args.runs}
-    return out
+    out["machine"] = Machine(date=started_at, commit=commit(), cpus=os.cpu_count(),
+                             load_before=[round(x, 2) for x in load_before],
+                             load_after=[round(x, 2) for x in os.getloadavg()], quick=args.quick, runs=args.runs)
+    return BenchResult(**out)
 
 
 def _cycle(n: int):
@@ -624,57 +634,56 @@ def commit() -> str:
 
 # ---- output -------------------------------------------------------------------------------------
 
-def tables(r: dict) -> str:
-    m = r["machine"]
-    lines = [f"Benchmarks: {m['date']}, commit {m['commit']}, {m['cpus']} CPUs, load {m['load_before'][0]:.1f} "
-             f"before / {m['load_after'][0]:.1f} after, {'quick, ' if m['quick'] else ''}{m['runs']} runs", ""]
-    p = r["v2f_parts_p50_s"]
+def tables(r: BenchResult) -> str:
+    m = r.machine
+    lines = [f"Benchmarks: {m.date}, commit {m.commit}, {m.cpus} CPUs, load {m.load_before[0]:.1f} "
+             f"before / {m.load_after[0]:.1f} after, {'quick, ' if m.quick else ''}{m.runs} runs", ""]
+    p = r.v2f_parts_p50_s
     lines += ["| headline | value | aim |", "|---|---|---|",
-              f"| voice to face p50 / p95 (s) | {r['v2f_p50_s']:.2f} / {r['v2f_p95_s']:.2f} | p50 ≤ 1.0 |",
-              f"| … endpointing / ASR / rest, p50 (s) | {p['endpointing']:.2f} / {p['asr']:.2f} / {p['rest']:.2f} | |",
-              f"| time to first segment through the graph (s) | {r['ttfs_s']:.2f} | |",
-              f"| floor: stages alone, in-process (s) | {r['floor_s']:.2f} | |",
-              f"| ttfs_over_floor | {r['ttfs_over_floor']:.2f} | ≤ 1.15 |",
-              f"| serve_overhead (in-process turn {r['ttfs_local_s']:.2f} s) | {r['serve_overhead']:.3f} | ≤ 0.05 |",
-              f"| streaming_over_sequential ({r['streamed_first_segment_s']:.2f} vs {r['sequential_first_segment_s']:.2f} s, "
-              f"{r['sequential_sentences']} sentences) | {r['streaming_over_sequential']:.2f} | ≤ 0.25 |",
-              f"| underruns ({r['long_reply_fragments']} fragments, {r['long_reply_speech_s']:.1f} s of speech) | "
-              f"{r['underruns']} | 0 |", ""]
-    fp = r["floor_parts_s"]
+              f"| voice to face p50 / p95 (s) | {r.v2f_p50_s:.2f} / {r.v2f_p95_s:.2f} | p50 ≤ 1.0 |",
+              f"| … endpointing / ASR / rest, p50 (s) | {p.endpointing:.2f} / {p.asr:.2f} / {p.rest:.2f} | |",
+              f"| time to first segment through the graph (s) | {r.ttfs_s:.2f} | |",
+              f"| floor: stages alone, in-process (s) | {r.floor_s:.2f} | |",
+              f"| ttfs_over_floor | {r.ttfs_over_floor:.2f} | ≤ 1.15 |",
+              f"| serve_overhead (in-process turn {r.ttfs_local_s:.2f} s) | {r.serve_overhead:.3f} | ≤ 0.05 |",
+              f"| streaming_over_sequential ({r.streamed_first_segment_s:.2f} vs {r.sequential_first_segment_s:.2f} s, "
+              f"{r.sequential_sentences} sentences) | {r.streaming_over_sequential:.2f} | ≤ 0.25 |",
+              f"| underruns ({r.long_reply_fragments} fragments, {r.long_reply_speech_s:.1f} s of speech) | "
+              f"{r.underruns} | 0 |", ""]
+    fp = r.floor_parts_s
     lines += ["| floor part | ASR | LLM to first sentence | TTS first chunk | animator first fragment |",
               "|---|---|---|---|---|",
-              f"| seconds | {fp['asr']:.2f} | {fp['llm']:.2f} | {fp['tts']:.2f} | {fp['animator']:.2f} |", ""]
+              f"| seconds | {fp.asr:.2f} | {fp.llm:.2f} | {fp.tts:.2f} | {fp.animator:.2f} |", ""]
     lines += ["| input | voice to face p50 (s) | endpointing | ASR | rest | ttfs graph (s) | in-process turn (s) | floor (s) |",
               "|---|---|---|---|---|---|---|---|"]
-    for a, b in zip(r["v2f_per_input"], r["per_input"]):
-        lines.append(f"| {a['input']} | {a['v2f_p50_s']:.2f} | {a['endpointing_p50_s']:.2f} | {a['asr_p50_s']:.2f} | "
-                     f"{a['rest_p50_s']:.2f} | {b['ttfs_s']:.2f} | {b['ttfs_local_s']:.2f} | {b['floor_s']:.2f} |")
+    for a, b in zip(r.v2f_per_input, r.per_input):
+        lines.append(f"| {a.input} | {a.v2f_p50_s:.2f} | {a.endpointing_p50_s:.2f} | {a.asr_p50_s:.2f} | "
+                     f"{a.rest_p50_s:.2f} | {b.ttfs_s:.2f} | {b.ttfs_local_s:.2f} | {b.floor_s:.2f} |")
     groups = ["ASR", "LLM", "TTS", "Animator", "Ingress", "proxy", "ray", "client", "other", "machine"]
     lines += ["", "| sessions at once | turns | voice to face p50 (s) | p95 (s) | turns/min | cores busy | "
               + " | ".join(f"CPU s/turn: {g}" for g in groups) + " |", "|---|---|---|---|---|---|" + "---|" * len(groups)]
-    for c in r["concurrency"]:
-        cpu = c["cpu_per_turn_s"]
-        lines.append(f"| {c['sessions']} | {c['turns']} | {c['v2f_p50_s']:.2f} | {c['v2f_p95_s']:.2f} | "
-                     f"{c['turns_per_min']:.1f} | {c['cpu_busy_share']:.0%} | "
+    for c in r.concurrency:
+        cpu = c.cpu_per_turn_s or {}
+        lines.append(f"| {c.sessions} | {c.turns} | {c.v2f_p50_s:.2f} | {c.v2f_p95_s:.2f} | "
+                     f"{c.turns_per_min:.1f} | {c.cpu_busy_share or 0.0:.0%} | "
                      + " | ".join(f"{cpu.get(g, 0.0):.2f}" for g in groups) + " |")
-    c = r["costs"]
+    c, rtf = r.costs, r.rtf
     lines += ["", "| stage | RTF | fixed (s) | per unit (s) | first output (s) | r² (calls) |", "|---|---|---|---|---|---|",
-              f"| ASR | {r['rtf']['asr']:.3f} | {c['asr']['fixed_s']:.3f} | {c['asr']['per_audio_s']:.4f} / audio s | | "
-              f"{c['asr']['r2']:.2f} ({c['asr']['samples']}) |",
-              f"| LLM | {r['rtf']['llm']:.3f} | {c['llm']['fixed_s']:.3f} | {c['llm']['per_token_s']:.4f} / token | "
-              f"{c['llm']['first_token_s']:.3f} | {c['llm']['r2']:.2f} ({c['llm']['samples']}) |",
-              f"| TTS | {r['rtf']['tts']:.3f} | {c['tts']['fixed_s']:.3f} | {c['tts']['per_audio_s']:.4f} / audio s | "
-              f"{c['tts']['first_chunk_s']:.3f} | {c['tts']['r2']:.2f} ({c['tts']['samples']}) |",
-              f"| animator | {r['rtf']['animator']:.3f} | {c['animator']['fixed_s']:.3f} | "
-              f"{c['animator']['per_audio_s']:.4f} / audio s | {c['animator']['first_fragment_s']:.3f} | "
-              f"{c['animator']['r2']:.2f} ({c['animator']['samples']}) |"]
-    if "first_sentence_first" in r:
-        f = r["first_sentence_first"]
-        lines += ["", f"First sentence first: alternative = {json.dumps(f['settings'])}", "",
+              f"| ASR | {rtf.asr:.3f} | {c.asr.fixed_s:.3f} | {c.asr.per_audio_s:.4f} / audio s | | "
+              f"{c.asr.r2:.2f} ({c.asr.samples}) |",
+              f"| LLM | {rtf.llm:.3f} | {c.llm.fixed_s:.3f} | {c.llm.per_token_s:.4f} / token | "
+              f"{c.llm.first_token_s:.3f} | {c.llm.r2:.2f} ({c.llm.samples}) |",
+              f"| TTS | {rtf.tts:.3f} | {c.tts.fixed_s:.3f} | {c.tts.per_audio_s:.4f} / audio s | "
+              f"{c.tts.first_chunk_s:.3f} | {c.tts.r2:.2f} ({c.tts.samples}) |",
+              f"| animator | {rtf.animator:.3f} | {c.animator.fixed_s:.3f} | "
+              f"{c.animator.per_audio_s:.4f} / audio s | {c.animator.first_fragment_s:.3f} | "
+              f"{c.animator.r2:.2f} ({c.animator.samples}) |"]
+    if f := r.first_sentence_first:
+        lines += ["", f"First sentence first: alternative = {json.dumps(f.settings)}", "",
                   "| settings | ttfs (s) | ttfs_over_floor |", "|---|---|---|",
-                  f"| shipped | {f['shipped']['ttfs_s']:.2f} | {f['shipped']['ttfs_over_floor']:.2f} |",
-                  f"| alternative | {f['alternative']['ttfs_s']:.2f} | {f['alternative']['ttfs_over_floor']:.2f} |",
-                  f"| alternative / shipped (paired) | {f['alternative_over_shipped']:.2f} | |"]
+                  f"| shipped | {f.shipped.ttfs_s:.2f} | {f.shipped.ttfs_over_floor:.2f} |",
+                  f"| alternative | {f.alternative.ttfs_s:.2f} | {f.alternative.ttfs_over_floor:.2f} |",
+                  f"| alternative / shipped (paired) | {f.alternative_over_shipped:.2f} | |"]
     return "\n".join(lines)
 
 
@@ -682,7 +691,7 @@ def finite(value) -> bool:
     """Every number in a nested result is finite."""
     if isinstance(value, dict):
         return all(finite(v) for v in value.values())
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return all(finite(v) for v in value)
     if isinstance(value, float):
         return math.isfinite(value)
@@ -711,8 +720,8 @@ def main() -> None:
     result = asyncio.run(run(args))
     print(tables(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    if not finite(result):
+        args.json.write_text(result.to_json())
+    if not finite(result.model_dump()):
         raise SystemExit("a number came out infinite or NaN")
 
 

@@ -1,6 +1,6 @@
 """Soak: many real turns over WebSocket sessions, then disconnects; prints errors, latency and memory.
 
-    .venv/bin/python benchmarks/soak.py --turns 200 --sessions 2 [--cancel-trials 10]
+    .venv/bin/python -m benchmarks.soak --turns 200 --sessions 2 [--cancel-trials 10]
 
 Starts Ray and Serve in this process (one node; JSON logs), deploys the graph with greedy decoding,
 and runs `--turns` turns of real speech spread over `--sessions` concurrent WebSocket sessions, each
@@ -17,13 +17,12 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+from serve_app.local import use_local_ray
+
+use_local_ray()  # before Ray is imported
 
 import httpx  # noqa: E402
 import ray  # noqa: E402
@@ -31,9 +30,12 @@ import websockets  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.serve.schema import LoggingConfig  # noqa: E402
 
+from avatar_core.config import AppConfig  # noqa: E402
+from capacity.stats import quantile  # noqa: E402
 from deployments.counters import read_board  # noqa: E402
 from serve_app.builder import build_app  # noqa: E402
-from avatar_core.config import AppConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 JFK = ROOT / "assets" / "media" / "jfk.flac"
 STAGES = ("ASR", "LLM", "TTS", "Animator")
@@ -67,13 +69,6 @@ def replica_rss_mb() -> dict[str, float]:
         except (OSError, StopIteration, IndexError, ValueError):
             continue
     return dict(sorted(out.items()))
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 async def session(url: str, audio: bytes, turns: int, results: list[dict]) -> None:
@@ -187,9 +182,9 @@ def main() -> None:
     print("| metric | value |\n| --- | --- |")
     print(f"| turns | {len(results)} |")
     print(f"| errors | {len(errors)} {sorted(set(errors)) if errors else ''} |")
-    print(f"| time to first segment p50 / p95 | {pct(ttfs, .5):.2f} s / {pct(ttfs, .95):.2f} s |")
+    print(f"| time to first segment p50 / p95 | {quantile(ttfs, .5):.2f} s / {quantile(ttfs, .95):.2f} s |")
     totals = [r["total_s"] for r in results]
-    print(f"| turn total p50 / p95 | {pct(totals, .5):.2f} s / {pct(totals, .95):.2f} s |")
+    print(f"| turn total p50 / p95 | {quantile(totals, .5):.2f} s / {quantile(totals, .95):.2f} s |")
     if cancels:
         print(f"| cancellation: client gone → all stages idle, p50 / max ({len(cancels)} trials) | "
               f"{statistics.median(cancels) * 1000:.0f} ms / {max(cancels) * 1000:.0f} ms |")

@@ -1,7 +1,7 @@
 """Time to the first sentence from vLLM through `ray.serve.llm`, with Ray's default stream batching
 interval (50 ms) and smaller ones, measured in one run; and the engine's decode rate on this machine.
 
-    .venv-vllm/bin/python benchmarks/stream_batching.py [--runs 12] [--intervals 50 10]
+    .venv-vllm/bin/python -m benchmarks.stream_batching [--runs 12] [--intervals 50 10]
 
 One LLM server deployment per interval on one Ray cluster (each its own vLLM engine with the
 embedded SmolLM2 on CPU, so Ray is told of more CPUs than there are: only one engine works at a
@@ -16,13 +16,11 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+from serve_app.local import use_local_ray
+
+use_local_ray()  # before Ray is imported
 
 import ray  # noqa: E402
 from ray import serve  # noqa: E402

@@ -1,6 +1,6 @@
 """Memory of the Piper TTS backend over many sentences: a plateau or a leak?
 
-    .venv/bin/python benchmarks/tts_memory.py [--iterations 600] [--every 50]
+    .venv/bin/python -m benchmarks.tts_memory [--iterations 600] [--every 50]
 
 Each variant runs in its own fresh process: the real `Piper` backend class built from its config,
 driven through its async `stream` as the TTS replica drives it (a worker thread per call), over
@@ -25,7 +25,6 @@ import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 VARIANTS = {  # name -> Piper.Config overrides
     "arena+pattern": {"cpu_mem_arena": True, "mem_pattern": True},  # ONNX Runtime's defaults
@@ -82,8 +81,9 @@ async def child(variant: str, mode: str, iterations: int, every: int) -> None:
 
 def run_variant(variant: str, mode: str, iterations: int, every: int) -> list[dict]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", variant, "--mode", mode, "--iterations", str(iterations), "--every", str(every)],
-        check=True, capture_output=True, text=True,
+        [sys.executable, "-m", "benchmarks.tts_memory", "--child", variant, "--mode", mode, "--iterations", str(iterations),
+         "--every", str(every)],
+        check=True, capture_output=True, text=True, cwd=ROOT,
     ).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 

@@ -1,6 +1,6 @@
 """End of turn: the turn model (Smart Turn v3.2) against the plain silence timer, on real speech.
 
-    .venv/bin/python benchmarks/turn_taking.py [--live] [--runs 3]
+    .venv/bin/python -m benchmarks.turn_taking [--live] [--runs 3]
 
 Offline (no Serve): each clip is pushed through the endpointer in 40 ms chunks; printed per config:
 the utterance ends it reports and the endpointing delay in audio time, from the last voiced sample
@@ -9,7 +9,7 @@ the utterance ends it reports and the endpointing delay in audio time, from the 
 
 `--live`: the graph as serve_config.yaml deploys it (tests/conftest.py's running_graph), plus a second
 ingress at /before that shares its stages but ends utterances with the silence timer (0.7 s, the
-shipped default before the turn model). benchmarks/voice_to_face.py streams each clip at real time,
+shipped default before the turn model). benchmarks.voice_to_face streams each clip at real time,
 turns alternating between the two ingresses, and splits voice to face into endpointing / ASR / rest.
 """
 
@@ -18,19 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from avatar_core.config import EndpointingConfig  # noqa: E402
-from benchmarks.voice_to_face import JFK, clip, hands_free, summary  # noqa: E402
-from serve_app.endpointing import RATE, Endpointer, UtteranceEnd  # noqa: E402
+from avatar_core.config import EndpointingConfig
+from benchmarks.voice_to_face import JFK, clip, hands_free, summary
+from capacity.stats import quantile
+from serve_app.endpointing import RATE, Endpointer, UtteranceEnd
 
 QUESTION = "What is the capital of France?"
 CONFIGS = {
@@ -85,16 +80,16 @@ def offline(clips: dict[str, np.ndarray]) -> None:
         t = time.perf_counter()
         model.probability(pcm[:end])
         times.append(time.perf_counter() - t)
-    times.sort()
     print(f"\nSmart Turn per decision (features + ONNX, 1 thread, {len(times)} calls): median "
-          f"{statistics.median(times) * 1e3:.1f} ms, p95 {times[int(0.95 * len(times)) - 1] * 1e3:.1f} ms")
+          f"{statistics.median(times) * 1e3:.1f} ms, p95 {quantile(times, 0.95) * 1e3:.1f} ms")
 
 
 def live(clips: dict[str, np.ndarray], runs: int) -> None:
     from ray import serve
 
     from serve_app.ingress import Ingress
-    from tests.conftest import STORAGE, app_config, running_graph, wait_healthy
+    from serve_app.local import wait_healthy
+    from tests.conftest import STORAGE, app_config, running_graph  # the test suite's graph, as --live compares it
 
     with running_graph(app_config(), "avatar", STORAGE) as base_url:
         stages = [serve.get_deployment_handle(n, app_name="avatar") for n in ("ASR", "LLM", "TTS", "Animator")]

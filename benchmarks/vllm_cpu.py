@@ -1,7 +1,7 @@
 """What the whole graph on vLLM's CPU build costs here: start-up, memory, turn times, decode rate,
 shutdown; beside the same turns on the embedded llama.cpp LLM, measured in the same run.
 
-    .venv-vllm/bin/python benchmarks/vllm_cpu.py [--turns 3]
+    .venv-vllm/bin/python -m benchmarks.vllm_cpu [--turns 3]
 
 Each graph runs alone on a fresh cluster (vLLM takes both cores). Turns are jfk.flac over HTTP with
 greedy decoding; memory is each process's proportional set size (PSS, shared pages split between the
@@ -12,14 +12,13 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+from serve_app.local import use_local_ray
+
+use_local_ray()  # before Ray is imported
 
 import httpx  # noqa: E402
 import ray  # noqa: E402
@@ -28,6 +27,7 @@ from ray import serve  # noqa: E402
 from avatar_core.config import AppConfig  # noqa: E402
 from serve_app.builder import build_app  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 PORT = 8322
 JFK = ROOT.parent / "shared" / "media" / "jfk.flac"
 PROCESSES = ("VLLM::Worker", "VLLM::EngineCore", "ServeReplica:avatar:LLM", "ServeReplica:avatar:Ingress")

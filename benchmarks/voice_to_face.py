@@ -1,7 +1,7 @@
 """Voice to face: a hands-free client on `/ws`, timed from the end of the user's speech to the first
-frame of the answer. `benchmarks/run.py` uses it; it also runs alone against a running app:
+frame of the answer. `benchmarks.run` uses it; it also runs alone against a running app:
 
-    .venv/bin/python benchmarks/voice_to_face.py --url ws://127.0.0.1:8000/ws [--audio F.flac] [--runs 3]
+    .venv/bin/python -m benchmarks.voice_to_face --url ws://127.0.0.1:8000/ws [--audio F.flac] [--runs 3]
 
 The client does what the page does: `{"type": "mic", "on": true}`, then 16 kHz s16le PCM in 20 ms
 messages at real time (each sent once it would have been recorded), then silence, and the server's
@@ -17,16 +17,15 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from capacity.stats import quantile
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 RATE = 16_000
 CHUNK_S = 0.02  # what the page's AudioWorklet sends is 40 ms; the issue asks for 20 ms
@@ -191,21 +190,16 @@ def _timed(events: list[dict], sent_at: float) -> Turn:
     )
 
 
-def percentile(xs: list[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100); the value itself for one sample."""
-    return float(np.percentile(np.asarray(xs, float), q)) if xs else float("nan")
-
-
 def summary(turns: list[Turn]) -> dict:
     """p50/p95 of voice to face and the medians of its parts."""
     v2f = [t.v2f_s for t in turns]
     return {
         "turns": len(turns),
-        "v2f_p50_s": percentile(v2f, 50),
-        "v2f_p95_s": percentile(v2f, 95),
-        "endpointing_p50_s": percentile([t.endpointing_s for t in turns], 50),
-        "asr_p50_s": percentile([t.asr_s for t in turns], 50),
-        "rest_p50_s": percentile([t.rest_s for t in turns], 50),
+        "v2f_p50_s": quantile(v2f, 0.5),
+        "v2f_p95_s": quantile(v2f, 0.95),
+        "endpointing_p50_s": quantile([t.endpointing_s for t in turns], 0.5),
+        "asr_p50_s": quantile([t.asr_s for t in turns], 0.5),
+        "rest_p50_s": quantile([t.rest_s for t in turns], 0.5),
     }
 
 

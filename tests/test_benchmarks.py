@@ -1,5 +1,6 @@
-"""`benchmarks/run.py` end to end on a tiny budget: its JSON has every number the README and the
-capacity planner read, and each is finite. No timing thresholds: speed lives in its tables."""
+"""`python -m benchmarks.run` end to end on a tiny budget: its JSON is what `capacity.schema` says
+(the contract with the capacity planner, which reads it through the same models) and every number
+in it is finite. No timing thresholds: speed lives in its tables."""
 
 import json
 import math
@@ -7,9 +8,8 @@ import os
 import subprocess
 import sys
 
+from capacity.schema import BenchResult
 from tests.conftest import ROOT
-
-STAGES = {"asr", "llm", "tts", "animator"}
 
 
 def numbers(value, path="$"):
@@ -28,47 +28,44 @@ def test_run_quick_writes_every_number(tmp_path):
     # jfk.flac only, one run, one session, a short long reply, no A/B: the smallest complete run.
     # Its own Ray cluster, in a subprocess, as a user runs it.
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--runs", "1", "--questions", "0",
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--runs", "1", "--questions", "0",
          "--sessions", "1", "--long-tokens", "40", "--no-ab", "--json", str(out)],
         check=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
     )
-    r = json.loads(out.read_text())
-    for key in ("v2f_p50_s", "v2f_p95_s", "floor_s", "ttfs_s", "ttfs_over_floor", "serve_overhead",
-                "streaming_over_sequential", "underruns"):
-        assert isinstance(r[key], (int, float)), key
-    assert r["v2f_p50_s"] <= r["v2f_p95_s"]
-    assert set(r["v2f_parts_p50_s"]) == {"endpointing", "asr", "rest"}
-    assert set(r["floor_parts_s"]) == STAGES
-    assert math.isclose(sum(r["floor_parts_s"].values()), r["floor_s"], rel_tol=1e-6)  # one run: the sum
-    assert [c["sessions"] for c in r["concurrency"]] == [1]
-    assert set(r["concurrency"][0]) >= {"sessions", "v2f_p50_s", "v2f_p95_s", "turns_per_min", "cpu_per_turn_s"}
-    cpu = r["concurrency"][0]["cpu_per_turn_s"]  # every stage worked, and the machine at least as much
+    raw = json.loads(out.read_text())
+    r = BenchResult.model_validate(raw)  # every field, of its type
+    assert r.v2f_p50_s <= r.v2f_p95_s
+    assert math.isclose(sum(r.floor_parts_s.model_dump().values()), r.floor_s, rel_tol=1e-6)  # one run: the sum
+    assert r.first_sentence_first is None  # --no-ab
+    (one,) = r.concurrency
+    assert one.sessions == 1
+    # the fields older runs lacked, which the planner falls back without: this run.py writes them all
+    assert None not in (one.reply_speech_s, one.reply_sentences, one.cpu_per_turn_s, one.cpu_busy_share,
+                        one.turns_detail, r.costs.tts.chunk_s)
+    cpu = one.cpu_per_turn_s  # every stage worked, and the machine at least as much
     assert all(cpu[g] > 0 for g in ("ASR", "LLM", "TTS", "Animator", "Ingress")), cpu
-    turns = r["concurrency"][0]["turns_detail"]  # each turn, for the planner: its cycle in order
-    assert len(turns) == r["concurrency"][0]["turns"] and {t["input"] for t in turns} == {0}
-    for t in turns:
-        assert 0 < t["opened_s"] <= t["streamed_s"] < t["voiced_s"] < t["done_s"], t
-        assert math.isclose(t["v2f_s"], t["endpointing_s"] + t["asr_s"] + t["rest_s"]), t
-        assert t["reply_speech_s"] >= t["first_sentence_speech_s"] > 0 and t["reply_sentences"] >= 1, t
-        assert all(0 < a < b for a, b in t["cancelled_starts"]), t
     assert cpu["machine"] >= sum(v for g, v in cpu.items() if g != "machine") * 0.9, cpu
-    assert set(r["rtf"]) == STAGES
-    costs = r["costs"]
-    assert set(costs) >= STAGES | {"endpointing", "workload"}
-    assert {"fixed_s", "per_audio_s"} <= set(costs["asr"]) and {"fixed_s", "per_token_s"} <= set(costs["llm"])
-    assert costs["workload"]["reply_tokens"] > 0 and r["long_reply_fragments"] > 0
-    assert r["sequential_sentences"] >= 1 and r["inputs"][0]["name"] == "jfk.flac"
-    bad = [(p, v) for p, v in numbers(r) if not math.isfinite(v)]
+    turns = one.turns_detail  # each turn, for the planner: its cycle in order
+    assert len(turns) == one.turns and {t.input for t in turns} == {0}
+    for t in turns:
+        assert 0 < t.opened_s <= t.streamed_s < t.voiced_s < t.done_s, t
+        assert math.isclose(t.v2f_s, t.endpointing_s + t.asr_s + t.rest_s), t
+        assert t.reply_speech_s >= t.first_sentence_speech_s > 0 and t.reply_sentences >= 1, t
+        assert all(0 < a < b for a, b in t.cancelled_starts), t
+    assert r.costs.workload.reply_tokens > 0 and r.long_reply_fragments > 0
+    assert r.sequential_sentences >= 1 and r.inputs[0].name == "jfk.flac"
+    assert [i.input for i in r.v2f_per_input] == [i.input for i in r.per_input] == ["jfk.flac"]
+    bad = [(p, v) for p, v in numbers(raw) if not math.isfinite(v)]
     assert not bad, bad
 
 
 def test_interference_measures_a_stage_alone_and_beside_a_neighbour(tmp_path):
-    """`benchmarks/interference.py` on its smallest run (Piper, alone and beside a pure-Python loop),
+    """`python -m benchmarks.interference` on its smallest run (Piper, alone and beside a pure-Python loop),
     in its own processes as a user runs it: the real stage's CPU per call and load, and a finite
     ratio (the planner's side of the file: tests/test_capacity.py)."""
     out = tmp_path / "interference.json"
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "interference.py"), "--stages", "tts", "--neighbours", "python",
+        [sys.executable, "-m", "benchmarks.interference", "--stages", "tts", "--neighbours", "python",
          "--seconds", "0.5", "--json", str(out)],
         check=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
     )
