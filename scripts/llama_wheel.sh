@@ -1,4 +1,6 @@
-# Sourced by scripts/install.sh and scripts/prereqs.sh: where the llama-cpp-python wheel is cached.
+# Sourced by scripts/install.sh, scripts/prereqs.sh and scripts/install-vllm.sh: where the
+# llama-cpp-python wheel is cached.
+. "$(dirname "${BASH_SOURCE[0]}")/cache_dir.sh"
 LLAMA_VERSION=0.3.36
-LLAMA_WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/talking-avatar/wheels"
+LLAMA_WHEELS="$AVATAR_CACHE/wheels"
 LLAMA_WHEEL_GLOB="llama_cpp_python-${LLAMA_VERSION}-*.whl"
