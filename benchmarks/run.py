@@ -96,7 +96,7 @@ QUESTIONS = [
     "Why is the sky blue?",
 ]
 LONG_QUESTION = "Tell me a long story about a brave little dragon who learns to fly."
-# The thread settings compared with the shipped ones (first sentence first, README "Performance"):
+# The thread settings compared with the shipped ones (docs/benchmarks.md, "First sentence first"):
 # the seed's, where llama.cpp writes on both cores and Piper's ONNX Runtime takes one thread per
 # core, against the shipped one thread each while writing and speaking.
 ALTERNATIVE = {"llm": {"n_threads": 2, "n_threads_batch": 2}, "tts": {"intra_op_threads": 0}}

@@ -92,7 +92,7 @@ def local_scenario(bench: BenchResult, cores: float = 2.0, start_load: bool = Tr
         spec.role, spec.num_gpus = None, 0.0
     # A replica Serve adds loads its model on the same cores: what a fresh process spends loading the
     # stage where interference.py measured it, else 5 s of one core each (the whole graph's five
-    # replicas load and warm up in about 12 s on these 2 cores, README "Quick start").
+    # replicas load and warm up in about 12 s on these 2 cores: docs/benchmarks.md, "vLLM on CPU").
     if interference:  # the stages it measured
         for stage, spec in specs.items():
             if stage in interference["alone"]:

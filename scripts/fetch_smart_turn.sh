@@ -2,7 +2,8 @@
 # Puts Smart Turn v3.2's CPU ONNX model (Pipecat, BSD-2-Clause) where the endpointer looks for it
 # (serve_app/turn_model.py: $AVATAR_CACHE/smart-turn/, scripts/cache_dir.sh), taken from the
 # pipecat-ai wheel on PyPI without installing pipecat-ai or its dependencies. Idempotent; checks
-# the file's SHA-256, and copies the wheel's LICENSE beside it. Provenance: README, "Turn-taking".
+# the file's SHA-256, and copies the wheel's LICENSE beside it. Provenance: docs/architecture.md,
+# "Turn-taking".
 #   scripts/fetch_smart_turn.sh [python]   (the python whose pip downloads; default python3)
 set -euo pipefail
 py="${1:-python3}"

@@ -8,8 +8,8 @@ the model's one output is the probability that the turn is complete.
 
 The model file is taken from the `pipecat-ai` wheel by `scripts/fetch_smart_turn.sh` (run by
 `scripts/install.sh`), not installed with pipecat-ai, whose dependencies (numba, openai, aiohttp,
-...) the app does not need. Provenance and licence: README, "Turn-taking"; the script copies the
-wheel's LICENSE beside the model.
+...) the app does not need. Provenance and licence: docs/architecture.md, "Turn-taking"; the script
+copies the wheel's LICENSE beside the model.
 """
 
 from __future__ import annotations

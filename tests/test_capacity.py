@@ -51,7 +51,7 @@ def turn(**fields) -> dict:
 
 def bench(**fields) -> BenchResult:
     """A run.py result, validated by its schema: `fields` as the test gives them, and placeholders
-    for the rest (the floor, the A/B, underruns: what the README's tables read, not the planner)."""
+    for the rest (the floor, the A/B, underruns: what docs/benchmarks.md's tables read, not the planner)."""
     stage = {"fixed_s": 0.1, "per_audio_s": 0.1, "r2": 1.0, "samples": 4}
     base = {
         "inputs": [], "floor_s": 1.0, "floor_parts_s": dict.fromkeys(STAGES, 0.25), "ttfs_s": 1.0, "ttfs_local_s": 1.0,

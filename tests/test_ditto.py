@@ -257,7 +257,7 @@ def test_stand_in_sdk_worker_error_fails_the_call_and_the_next_stream_works():
 
 def test_missing_repo_or_checkpoints_fail_with_a_clear_message(tmp_path):
     cfg = Ditto.Config(repo_dir=tmp_path / "nowhere", checkpoint_dir=tmp_path, cfg_pkl=tmp_path / "x.pkl")
-    with pytest.raises(RuntimeError, match=r"README: Running on GPUs → Ditto\); missing: repo_dir .*nowhere; cfg_pkl"):
+    with pytest.raises(RuntimeError, match=r'see docs/gpu\.md, "Ditto \(animator\)"\); missing: repo_dir .*nowhere; cfg_pkl'):
         Ditto(cfg)
 
 

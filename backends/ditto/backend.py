@@ -2,7 +2,7 @@
 several streams per replica.
 
 Not a PyPI package and not runnable here (no GPU, no weights): the cluster image clones the
-repository at a pinned commit and downloads the checkpoints (README, "Running on GPUs → Ditto"),
+repository at a pinned commit and downloads the checkpoints (docs/gpu.md, "Ditto (animator)"),
 and `repo_dir` names the clone. Its code is imported from there, inside `__init__`, never copied.
 What it does with the SDK, by its public API:
 
@@ -166,7 +166,7 @@ class Ditto(FaceBackend):
         if missing:
             raise RuntimeError(
                 "the ditto animator needs the antgroup/ditto-talkinghead clone and its checkpoints "
-                f"(README: Running on GPUs → Ditto); missing: {'; '.join(missing)}"
+                f"(see docs/gpu.md, \"Ditto (animator)\"); missing: {'; '.join(missing)}"
             )
         if str(cfg.repo_dir) not in sys.path:
             sys.path.insert(0, str(cfg.repo_dir))
