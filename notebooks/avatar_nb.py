@@ -4,12 +4,17 @@ the experiment, not the plumbing."""
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import os
+import secrets
 import socket
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,19 +116,58 @@ def attach(address: str, app_name: str, base_url: str, deadline_s: float = 60) -
 
 
 def wait_healthy(base_url: str, deadline_s: float) -> dict:
-    import httpx
-
     end, last = time.monotonic() + deadline_s, None
     while time.monotonic() < end:
         try:
-            r = httpx.get(f"{base_url}/healthz", timeout=5)
+            r = http_get(f"{base_url}/healthz", timeout=5)
             if r.status_code == 200:
                 return r.json()
             last = r.text
-        except httpx.HTTPError as exc:
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, cut short
             last = repr(exc)
         time.sleep(1)
     raise TimeoutError(f"{base_url} did not become healthy in {deadline_s} s; last answer: {last}")
+
+
+# ---- HTTP, with the standard library (the notebooks need no HTTP client package) ---------------
+
+
+@dataclass
+class Answer:
+    """An HTTP answer, whatever its status."""
+
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.content)
+
+
+def http_get(url: str, timeout: float = 30) -> Answer:
+    return _answer(urllib.request.Request(url), timeout)
+
+
+def http_post_file(url: str, name: str, filename: str, data: bytes, timeout: float = 60) -> Answer:
+    """POST one file as the form field `name` (multipart/form-data), as a browser's upload does."""
+    boundary = secrets.token_hex(16)
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n")
+    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    return _answer(urllib.request.Request(url, data=body, headers=headers, method="POST"), timeout)
+
+
+def _answer(request: urllib.request.Request, timeout: float) -> Answer:
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return Answer(r.status, r.read())
+    except urllib.error.HTTPError as exc:  # 4xx and 5xx are answers too
+        with exc:
+            return Answer(exc.code, exc.read())
 
 
 # ---- media -----------------------------------------------------------------------------------

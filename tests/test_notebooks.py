@@ -6,12 +6,18 @@ keeps the suite from deploying the graph three more times. A failing cell fails 
 cell's traceback.
 """
 
+import ast
 import asyncio
+import importlib.metadata as metadata
 import json
+import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.conftest import ROOT
 
@@ -21,6 +27,95 @@ CELL_TIMEOUT_S = 300
 
 def notebook_paths() -> list[Path]:
     return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+# ---- what the documented install brings (docs/notebooks.md: pip install -e ".[notebooks]") ------
+
+
+def imported_packages(source: str) -> set[str]:
+    """The top-level names of every absolute import in `source`, in functions too (the helpers
+    import lazily); relative imports are the module's own."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def third_party(names: set[str]) -> set[str]:
+    """Neither the standard library nor this repository (its packages, the notebooks' helpers)."""
+    ours = lambda n: any((ROOT / n).glob("*.py")) or (NOTEBOOKS / f"{n}.py").is_file()  # noqa: E731
+    return {n for n in names if n not in sys.stdlib_module_names and not ours(n)}
+
+
+def notebook_imports() -> dict[str, set[str]]:
+    """Third-party packages imported by notebooks/avatar_nb.py and each notebook's code cells."""
+    sources = {"avatar_nb.py": (NOTEBOOKS / "avatar_nb.py").read_text()}
+    for path in notebook_paths():
+        cells = json.loads(path.read_text())["cells"]
+        sources[path.name] = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return {name: third_party(imported_packages(source)) for name, source in sources.items()}
+
+
+def installed_with(extra: str) -> set[str]:
+    """The distributions `pip install -e ".[extra]"` brings: the project's dependencies and the
+    extra's, as pyproject.toml declares them, and theirs transitively, from the installed packages'
+    metadata (markers evaluated here, each requirement's own extras followed). A declared package
+    that is not installed here counts, but adds nothing beyond itself."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(r) for r in (*project["dependencies"], *project["optional-dependencies"][extra])]
+    walked: dict[str, set[str]] = {canonicalize_name(project["name"]): set()}  # distribution -> extras followed
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in walked and req.extras <= walked[name]:
+            continue
+        extras = walked.setdefault(name, set())
+        extras |= req.extras
+        try:
+            requires = metadata.requires(req.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for dep in map(Requirement, requires):
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                todo.append(dep)
+    return set(walked)
+
+
+def test_imported_packages_are_found_in_functions_and_without_the_first_party_ones():
+    source = """
+import os, numpy.linalg
+from avatar_core.config import AppConfig
+from . import sibling
+
+def later():
+    import matplotlib.pyplot as plt
+    from IPython.display import Video
+"""
+    assert imported_packages(source) == {"os", "numpy", "avatar_core", "matplotlib", "IPython"}
+    assert third_party(imported_packages(source) | {"avatar_nb", "serve_app"}) == {"numpy", "matplotlib", "IPython"}
+
+
+def test_the_notebooks_import_only_what_the_notebooks_extra_installs():
+    """After the documented install every import of the notebooks and their helpers resolves: each
+    third-party package they import is installed by a distribution that the project's
+    dependencies or its `notebooks` extra bring (httpx, say, is only in `test`)."""
+    brought = installed_with("notebooks")
+    providers = metadata.packages_distributions()  # import name -> the installed distributions with it
+    imports = notebook_imports()
+    assert imports["avatar_nb.py"] and all(imports.values())  # the scan sees their imports
+    missing = {
+        f"{where}: {package} (installed by {', '.join(providers.get(package, [])) or 'nothing here'})"
+        for where, packages in imports.items()
+        for package in packages
+        if not {canonicalize_name(d) for d in providers.get(package, [])} & brought
+    }
+    assert not missing, (
+        "imported, but neither the project's dependencies nor the `notebooks` extra in pyproject.toml "
+        "install it (add it there, or use the standard library):\n" + "\n".join(sorted(missing))
+    )
 
 
 def test_the_three_notebooks_exist():
