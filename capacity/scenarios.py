@@ -48,6 +48,9 @@ def local_scenario(bench: BenchResult, cores: float = 2.0, start_load: bool = Tr
     serve = load_yaml(LOCAL_SERVE)
     args = serve["applications"][0]["args"]
     c = bench.costs
+    if c.llm.per_token_s <= 0:
+        raise ValueError("the run fitted the LLM over replies of one length (run.py --questions 0): "
+                         "it has no per-token cost to simulate with")
     threads = {"asr": args["asr"].get("cpu_threads", 2), "llm": args["llm"].get("n_threads", 2),
                "tts": args["tts"].get("intra_op_threads") or cores, "animator": 1}
     pos = lambda x: max(0.0, float(x))  # noqa: E731 -- a fitted intercept can dip below zero

@@ -5,9 +5,11 @@ in it is finite. No timing thresholds: speed lives in its tables."""
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 
+from capacity import scenarios
 from capacity.schema import BenchResult
 from tests.conftest import ROOT
 
@@ -57,6 +59,12 @@ def test_run_quick_writes_every_number(tmp_path):
     assert [i.input for i in r.v2f_per_input] == [i.input for i in r.per_input] == ["jfk.flac"]
     bad = [(p, v) for p, v in numbers(raw) if not math.isfinite(v)]
     assert not bad, bad
+    # and the planner reads it: the clip as one session lived it (a quick run fits the LLM over one
+    # reply, too few for a per-token cost to simulate with: tests/test_capacity.py simulates)
+    (clip,), gap = scenarios.measured_clips(r)
+    assert clip.speech_s == r.inputs[0].speech_end_s and gap >= 0
+    assert clip.endpointing_s == statistics.median(t.endpointing_s for t in turns)
+    assert clip.reply_s == statistics.median(t.reply_speech_s for t in turns)
 
 
 def test_interference_measures_a_stage_alone_and_beside_a_neighbour(tmp_path):

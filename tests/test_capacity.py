@@ -375,6 +375,14 @@ def test_pooled_runs_pool_their_turns_and_their_simulations():
         assert pooled.simulated_p50_s == pytest.approx(single.simulated_p50_s)
 
 
+def test_a_run_without_a_per_token_cost_is_refused_by_name():
+    """run.py --questions 0 fits the LLM over one reply: its slope is 0, an LLM infinitely fast."""
+    run = made_up_run()
+    run.costs.llm.per_token_s = 0.0
+    with pytest.raises(ValueError, match="per-token cost"):
+        scenarios.local_scenario(run)
+
+
 def test_the_cli_prints_the_validation_it_computes(tmp_path, capsys):
     """`validate --bench F` reads run.py's JSON through the schema and prints the rows that
     `validation.validate` returns for the same seeds; its exit status says whether the worst
