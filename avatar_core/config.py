@@ -83,7 +83,9 @@ class LimitsConfig(_Strict):
     stage_timeout_s: float = Field(
         60.0, gt=0, description="a stage call, or the wait for a streaming stage's next item, fails after this"
     )
-    sessions: int = Field(256, description="HTTP conversations remembered by session_id (LRU)")
+    sessions: int = Field(
+        10_000, ge=1, description="conversations the SQLite store keeps (the least recently written go first)"
+    )
     segment_cache_bytes: int = Field(
         256 * 1024 * 1024, ge=0, description="segment bytes kept for HTTP clients (GET /api/v1/segments/{id})"
     )
@@ -164,6 +166,23 @@ class EndpointingConfig(_Strict):
         return self
 
 
+class StoreConfig(_Strict):
+    """Where conversations and segments live (`serve_app/store.py`), so that any ingress replica
+    serves any session and a restart loses none: SQLite on local disk for one machine, Redis for a
+    cluster."""
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    path: Path | None = Field(None, description="sqlite: the database file; None: <storage.dir>/state.sqlite3")
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis: the server (Memorystore on GCP)")
+    key_prefix: str = Field("avatar:", description="redis: prefix of every key")
+    session_ttl_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="a conversation not written for this long is forgotten"
+    )
+    timeout_s: float = Field(
+        2.0, gt=0, description="a store call slower than this fails: the client hears store_unavailable"
+    )
+
+
 class SessionConfig(_Strict):
     idle_segment_s: float = Field(1.0, gt=0.0, le=5.0, description="listening video sent per request")
 
@@ -179,6 +198,7 @@ class AppConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     endpointing: EndpointingConfig = EndpointingConfig()
     session: SessionConfig = SessionConfig()
+    store: StoreConfig = StoreConfig()
 
     @model_validator(mode="after")
     def _backends_share_a_language(self) -> "AppConfig":

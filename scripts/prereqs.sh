@@ -5,6 +5,7 @@
 #   a C/C++ toolchain and CMake             build-essential cmake   (only while the llama.cpp wheel
 #                                                                     is not cached: scripts/install.sh)
 #   Debian's chromium and a font (browser tests)  chromium fonts-liberation
+#   Redis (the shared session store's tests)      redis-server
 #   FFmpeg's libraries (`scripts/install.sh xtts`)  ffmpeg
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ if ! ls "$LLAMA_WHEELS"/"$LLAMA_WHEEL_GLOB" >/dev/null 2>&1; then
   command -v cmake >/dev/null || missing+=(cmake)
 fi
 [ "${1:-}" = "test" ] && [ ! -x /usr/bin/chromium ] && missing+=(chromium fonts-liberation)
+# the session store on a cluster: tests start a real redis-server (tests/redis_server.py)
+[ "${1:-}" = "test" ] && ! command -v redis-server >/dev/null && missing+=(redis-server)
 # torchaudio (through torchcodec) loads reference clips with the system's FFmpeg libraries
 [ "${1:-}" = "xtts" ] && ! command -v ffmpeg >/dev/null && missing+=(ffmpeg)
 echo "${missing[*]}"

@@ -1,8 +1,8 @@
 """What one conversation carries from turn to turn, and the messages the LLM sees.
 
-The ingress owns the conversation (history, choices, the animator's continuity state) and passes what
-each stage needs with every call, so replicas stay stateless and a barge-in can keep only the words
-the user heard. The prompt is built here, not in the LLM stage, so every LLM backend (ours, or Ray's
+The ingress owns the conversation (history, choices, the animator's continuity state; kept in the
+session store between turns) and passes what each stage needs with every call, so replicas stay
+stateless and a barge-in can keep only the words the user heard. The prompt is built here, not in the LLM stage, so every LLM backend (ours, or Ray's
 vLLM server) sees the same system prompt, language instruction and history.
 """
 
@@ -35,6 +35,15 @@ class Conversation:
     # Speech and idle (listening) video both advance anim_state; one render at a time keeps the
     # animation clock continuous across them.
     anim_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def record(self) -> dict[str, Any]:
+        """What the session store keeps (everything but the lock)."""
+        return {"id": self.id, "history": self.history, "anim_state": self.anim_state, "avatar_id": self.avatar_id,
+                "voice_id": self.voice_id, "language": self.language, "max_messages": self.max_messages}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Conversation":
+        return cls(**record)
 
     def remember(self, user_text: str, said: str) -> None:
         if said:

@@ -35,6 +35,10 @@ class SessionOpened(Event):
     language: str
     languages: list[str] = Field(description="what the configured ASR, LLM and TTS all support")
     voice_cloning: bool = Field(description="false: the TTS has one built-in voice (Piper)")
+    resumed: bool = Field(
+        False, description="the conversation named by /ws?session_id=... continues (history kept); "
+        "false: a new one (the id was unknown or had expired)"
+    )
 
 
 class SettingsApplied(Event):

@@ -3,8 +3,9 @@
 HTTP (`POST /api/v1/turn`, NDJSON) is the scripting interface; the WebSocket (`/ws`) is the browser's.
 What the transports share (validation, conversations, turns, counts) is the turn service's
 (`serve_app/service.py`); this class keeps only the routes. Conversations and segment bytes live in
-this replica's memory, which is why the ingress runs as a single replica by default (serve_config.yaml). No `from __future__ import annotations` here:
-FastAPI must see the real parameter types through Serve's class-based ingress.
+the session store (`serve_app/store.py`: SQLite on one machine, Redis on a cluster), so replicas are
+interchangeable. No `from __future__ import annotations` here: FastAPI must see the real parameter
+types through Serve's class-based ingress.
 """
 
 import asyncio
@@ -27,7 +28,8 @@ from serve_app import security, turn_model
 from serve_app.errors import error, http_error, install_handlers
 from serve_app.events import Done, Segment
 from serve_app.library import VOICE_RATE, content_id, decode_image, decode_voice, display_name, encode_png, encode_wav
-from serve_app.service import Rejected, TurnService
+from serve_app.service import Rejected, TurnService, valid_id
+from serve_app.store import StoreUnavailable
 from serve_app.turn import Stages
 from serve_app.ws_session import WsSession
 
@@ -54,7 +56,8 @@ class Ingress:
         self.cfg = AppConfig.model_validate(config)
         self.service = TurnService(Stages.of(asr, llm, tts, animator, self.cfg), self.cfg)
         turn_model.for_config(self.cfg.endpointing)  # a missing model fails the deploy, not a session
-        self._status: tuple[float, dict] | None = None
+        self.replica = serve.get_replica_context().replica_id.unique_id  # X-Replica: which one answered
+        self._status: tuple[float, dict, str] | None = None
 
     async def read_upload(
         self, request: Request, field: str, limit: int, max_fields: int = 4
@@ -86,9 +89,7 @@ class Ingress:
         """Handle-only: what this replica holds, to show that finished turns leave nothing behind."""
         code = lambda t: getattr(t.get_coro(), "cr_code", None)  # noqa: E731
         ours = [t for t in asyncio.all_tasks() if "/serve_app/" in getattr(code(t), "co_filename", "")]
-        service = self.service
-        return {**service.gate.admission.snapshot(), "turn_tasks": len(ours),
-                "sessions_remembered": len(service.sessions), "segment_bytes": service.segments.currsize}
+        return {**self.service.gate.admission.snapshot(), "turn_tasks": len(ours)}
 
     async def run_turn(
         self,
@@ -110,20 +111,24 @@ class Ingress:
             yield {**error(exc.code, exc.message).to_json(), "at": 0.0}
             return
         turn = service.turn(conv, pcm)
-        async with service.running(turn) as events:
-            async for event, data in events:
-                if isinstance(event, Done):
-                    event.spans = turn.timings.spans
-                out = event.to_json() | {"at": round(turn.timings.elapsed(), 4)}
-                yield out if data is None else out | {"data": data}
+        try:
+            async with service.running(turn) as events:
+                async for event, data in events:
+                    if isinstance(event, Done):
+                        event.spans = turn.timings.spans
+                    out = event.to_json() | {"at": round(turn.timings.elapsed(), 4)}
+                    yield out if data is None else out | {"data": data}
+        except Rejected as exc:  # the store failed after the turn: it is not remembered
+            yield {**error(exc.code, exc.message).to_json(), "at": round(turn.timings.elapsed(), 4)}
 
     # ---- status and page -------------------------------------------------------------------
 
     @app.get("/healthz")
     async def healthz(self) -> JSONResponse:
         """200 once every stage has a running replica, i.e. one that finished loading and warming up
-        its model. Read from Serve's own status (cached for a second), so a health check never
-        queues behind a stage's work and never leaves a request behind."""
+        its model, and the session store answers. Read from Serve's own status (cached for a
+        second), so a health check never queues behind a stage's work and never leaves a request
+        behind."""
         now = asyncio.get_running_loop().time()
         if self._status is None or now - self._status[0] > 1.0:
             status = await asyncio.to_thread(serve.status)
@@ -135,10 +140,17 @@ class Ingress:
                 found = app_status.deployments.get(handle.deployment_name) if app_status else None
                 running = found.replica_states.get("RUNNING", 0) if found else 0
                 stages[stage] = "ready" if running else "starting"
-            self._status = (now, stages)
-        stages = self._status[1]
+            try:
+                await self.service.store.ping()
+                store = "ready"
+            except StoreUnavailable:
+                store = "unreachable"
+            self._status = (now, stages, store)
+        _, stages, store = self._status
         ok = all(s == "ready" for s in stages.values())
-        return JSONResponse({"status": "ok" if ok else "starting", "stages": stages}, 200 if ok else 503)
+        body = {"status": "ok" if ok and store == "ready" else "starting" if store == "ready" else "store_unreachable",
+                "stages": stages, "store": store}
+        return JSONResponse(body, 200 if body["status"] == "ok" else 503)
 
     @app.get("/")
     async def index(self) -> FileResponse:
@@ -259,18 +271,24 @@ class Ingress:
                 async with service.running(turn) as events:  # closed at once: the turn's cleanup runs now
                     async for event, data in events:
                         if isinstance(event, Segment):
-                            event.url = service.keep_segment(turn, event, data)
+                            event.url = await service.keep_segment(turn, event, data)
                         yield json.dumps(event.to_json()) + "\n"
+            except Rejected as exc:  # the store failed mid-turn: say so, and end the stream
+                yield json.dumps(error(exc.code, exc.message).to_json()) + "\n"
             except Exception as exc:  # a bug: the stream ends with an error event, not mid-line
                 log.error("turn=%s failed in the HTTP stream", turn.turn_id, exc_info=exc)
                 yield json.dumps(error("internal_error", "the turn failed on the server").to_json()) + "\n"
 
-        return StreamingResponse(ndjson(), media_type="application/x-ndjson", headers={"X-Session-Id": conv.id})
+        headers = {"X-Session-Id": conv.id, "X-Replica": self.replica}
+        return StreamingResponse(ndjson(), media_type="application/x-ndjson", headers=headers)
 
     @app.get("/api/v1/sessions/{session_id}")
     async def session(self, session_id: str) -> Response:
         """The conversation so far, as the LLM will see it on the next turn."""
-        conv = self.service.history(session_id)
+        try:
+            conv = await self.service.resume(session_id) if valid_id(session_id) else None
+        except Rejected as exc:
+            return http_error(exc.status, exc.code, exc.message)
         if conv is None:
             return http_error(404, "session_not_found", "no such session (sessions expire)")
         return JSONResponse({"session_id": conv.id, "messages": conv.history})
@@ -278,7 +296,10 @@ class Ingress:
     @app.get("/api/v1/segments/{segment_id}")
     async def segment(self, segment_id: str) -> Response:
         """A segment's media (fragmented MP4) named by a `segment` event's `url`."""
-        found = self.service.segment(segment_id)
+        try:
+            found = await self.service.segment(segment_id)
+        except Rejected as exc:
+            return http_error(exc.status, exc.code, exc.message)
         if found is None:
             return http_error(404, "segment_not_found", "no such segment (segments expire)")
         data, mime = found
@@ -292,7 +313,11 @@ class Ingress:
         the models of serve_app/events.py (docs/protocol.md)."""
         await websocket.accept()
         session = WsSession(websocket, self.service)
-        await session.open()
+        try:
+            await session.open(websocket.query_params.get("session_id"))
+        except Rejected as exc:  # a resumable conversation cannot be read or written now
+            await websocket.close(code=1013 if exc.status == 503 else 1008, reason=exc.message[:120])
+            return
         try:
             await session.serve()
         except WebSocketDisconnect:

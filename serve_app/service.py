@@ -1,5 +1,6 @@
-"""The turn service: what every transport shares. It owns the conversations, the choices a session may
-make (avatar, voice, language), the segments kept for HTTP clients, the turn counts, and runs turns.
+"""The turn service: what every transport shares. It owns the conversations (in the session store),
+the choices a session may make (avatar, voice, language), the segments kept for HTTP clients, the turn
+counts, and runs turns.
 
 The HTTP routes, the WebSocket session and the Ingress handle each validate through it, run turns
 through it and only serialise what it yields, so a rule (a session id's shape, an unknown voice's
@@ -12,21 +13,20 @@ import asyncio
 import logging
 import re
 import secrets
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from cachetools import LRUCache, TTLCache
 
-from avatar_core.config import AppConfig, LimitsConfig
+from avatar_core.config import AppConfig
 from avatar_core.media import MediaError, decode_audio
 from serve_app import security
 from serve_app.conversation import Conversation
 from serve_app.events import Segment, TurnEvent
 from serve_app.library import Library
 from serve_app.metrics import TurnCounts
+from serve_app.store import Store, StoreUnavailable, open_store
 from serve_app.turn import Stages, Turn
 
 log = logging.getLogger("ray.serve")
@@ -57,28 +57,18 @@ class Choice:
     language: str = "en"
 
 
-def session_cache(limits: LimitsConfig) -> LRUCache:
-    """Conversations by id, the least recently used forgotten first."""
-    return LRUCache(maxsize=limits.sessions)
-
-
-def segment_cache(limits: LimitsConfig, timer: Callable[[], float] = time.monotonic) -> TTLCache:
-    """Segment (bytes, mime) by id for HTTP clients: bounded in bytes, each kept segment_ttl_s."""
-    return TTLCache(
-        maxsize=limits.segment_cache_bytes, ttl=limits.segment_ttl_s, timer=timer, getsizeof=lambda v: len(v[0])
-    )
+STORE_DOWN = "the session store is unreachable; try again shortly"
 
 
 class TurnService:
-    def __init__(self, stages: Stages, cfg: AppConfig):
+    def __init__(self, stages: Stages, cfg: AppConfig, store: Store | None = None):
         self.stages, self.cfg = stages, cfg
+        self.store = store or open_store(cfg)
         self.languages = cfg.languages()
         tts = cfg.backend("tts")
         self.voice_cloning, self.default_voice_name = tts.clones_voices, tts.default_voice_name
         self.gate = security.configure(cfg)
         self.counts = TurnCounts()
-        self.sessions = session_cache(cfg.limits)
-        self.segments = segment_cache(cfg.limits)
         self.avatars = Library(cfg.storage.dir, "avatars", ".png")
         self.voices = Library(cfg.storage.dir, "voices", ".wav")
 
@@ -126,28 +116,40 @@ class TurnService:
         if session_id is not None and not valid_id(session_id):
             raise Rejected(400, "bad_session_id", "session_id must be 1-64 letters, digits, _ or -")
         pcm = await self.decode(audio)
-        return self.conversation(session_id, choice), pcm
+        return await self.conversation(session_id, choice), pcm
 
     # ---- conversations ---------------------------------------------------------------------------
 
-    def conversation(self, session_id: object = None, choice: Choice | None = None) -> Conversation:
+    async def conversation(self, session_id: object = None, choice: Choice | None = None) -> Conversation:
         """The conversation `session_id` names (a new one if it is unknown or None), with `choice`
-        applied; remembered, so GET /api/v1/sessions/{id} shows it."""
-        if session_id is not None and not valid_id(session_id):
-            raise Rejected(400, "bad_session_id", "session_id must be 1-64 letters, digits, _ or -")
-        session_id = session_id or new_id()
-        conv = self.sessions.get(session_id) or Conversation(id=session_id, language=self.languages[0])
+        applied, saved, so GET /api/v1/sessions/{id} shows it on any replica."""
+        conv = await self.resume(session_id) if session_id is not None else None
+        conv = conv or Conversation(id=session_id or new_id(), language=self.languages[0])
         if choice is not None:
             self.choose(conv, choice)
-        self.sessions[session_id] = conv
+        await self.save(conv)
         return conv
+
+    async def resume(self, session_id: object) -> Conversation | None:
+        """The stored conversation, or None if the id is unknown (or expired)."""
+        if not valid_id(session_id):
+            raise Rejected(400, "bad_session_id", "session_id must be 1-64 letters, digits, _ or -")
+        try:
+            return await self.store.load(session_id)
+        except StoreUnavailable as exc:
+            log.warning("store: %s", exc)
+            raise Rejected(503, "store_unavailable", STORE_DOWN) from exc
+
+    async def save(self, conv: Conversation) -> None:
+        try:
+            await self.store.save(conv)
+        except StoreUnavailable as exc:
+            log.warning("store: %s", exc)
+            raise Rejected(503, "store_unavailable", STORE_DOWN) from exc
 
     @staticmethod
     def choose(conv: Conversation, choice: Choice) -> None:
         conv.avatar_id, conv.voice_id, conv.language = choice.avatar_id, choice.voice_id, choice.language
-
-    def history(self, session_id: str) -> Conversation | None:
-        return self.sessions.get(session_id) if valid_id(session_id) else None
 
     # ---- turns -----------------------------------------------------------------------------------
 
@@ -160,25 +162,42 @@ class TurnService:
     ) -> AsyncIterator[AsyncIterator[tuple[TurnEvent, bytes | None]]]:
         """The turn's events and bytes, for a transport to send. Leaving the block early (a client
         gone, a barge-in) cancels the stages at once; an exception for which `failed` holds counts
-        the turn as failed rather than cancelled."""
-        async with aclosing(turn.run()) as events:
-            try:
-                yield events
-            except Exception as exc:
-                if failed(exc):
-                    turn.outcome = "failed"  # counted as such when the turn closes
-                raise
+        the turn as failed rather than cancelled. However the turn ends, its conversation is saved
+        after it; a save that fails after a turn that did not raises Rejected (store_unavailable)."""
+        ended = False
+        try:
+            async with aclosing(turn.run()) as events:
+                try:
+                    yield events
+                except Exception as exc:
+                    if failed(exc):
+                        turn.outcome = "failed"  # counted as such when the turn closes
+                    raise
+            ended = True
+            await self.save(turn.conv)
+        finally:
+            if not ended:  # cancelled or failed: still keep what the user heard, quietly
+                try:
+                    await self.store.save(turn.conv)
+                except StoreUnavailable as exc:
+                    log.warning("store: %s; turn=%s not remembered", exc, turn.turn_id)
 
     # ---- segments for HTTP clients ------------------------------------------------------------
 
-    def keep_segment(self, turn: Turn, event: Segment, data: bytes) -> str:
-        """Keep a segment's bytes for GET /api/v1/segments/{id}; its URL."""
+    async def keep_segment(self, turn: Turn, event: Segment, data: bytes) -> str:
+        """Keep a segment's bytes for GET /api/v1/segments/{id} (any replica); its URL."""
         key = f"{turn.turn_id}-{event.index}"
         try:
-            self.segments[key] = (data, event.mime)
-        except ValueError:  # larger than the whole cache: the URL answers 404, the turn goes on
-            log.warning("segment %s (%d bytes) exceeds limits.segment_cache_bytes", key, len(data))
+            await self.store.put_segment(key, data, event.mime)
+        except StoreUnavailable as exc:
+            log.warning("store: %s", exc)
+            raise Rejected(503, "store_unavailable", STORE_DOWN) from exc
         return f"/api/v1/segments/{key}"
 
-    def segment(self, segment_id: str) -> tuple[bytes, str] | None:
-        return self.segments.get(segment_id) if valid_id(segment_id) else None
+    async def segment(self, segment_id: str) -> tuple[bytes, str] | None:
+        if not valid_id(segment_id):
+            return None
+        try:
+            return await self.store.get_segment(segment_id)
+        except StoreUnavailable as exc:
+            raise Rejected(503, "store_unavailable", STORE_DOWN) from exc

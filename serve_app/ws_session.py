@@ -16,6 +16,7 @@ from starlette.websockets import WebSocketState
 
 from serve_app import events as ev
 from serve_app.admission import Overloaded
+from serve_app.conversation import Conversation
 from serve_app.endpointing import RATE, Endpointer, SpeechStart, UtteranceEnd
 from serve_app.errors import error
 from serve_app.security import client_of
@@ -31,7 +32,7 @@ class WsSession:
     def __init__(self, websocket: WebSocket, service: TurnService):
         self.websocket, self.service = websocket, service
         self.cfg = service.cfg
-        self.conv = service.conversation()  # readable at /api/v1/sessions/{id} like HTTP sessions
+        self.conv: Conversation | None = None  # set by open()
         self.turn: asyncio.Task | None = None
         self.turn_spoke = False  # the running turn has sent speech
         self.turn_speculative = False  # it started at a pause the turn model called the end
@@ -51,11 +52,15 @@ class WsSession:
             if data is not None:
                 await self.websocket.send_bytes(data)
 
-    async def open(self) -> None:
-        conv, service = self.conv, self.service
+    async def open(self, session_id: str | None = None) -> None:
+        """Continue the stored conversation `session_id` names (a page reconnecting, perhaps to
+        another replica after its own was lost), or start a new one; Rejected if the store fails."""
+        service = self.service
+        resumed = await service.resume(session_id) if session_id else None
+        self.conv = conv = resumed or await service.conversation()  # readable at /api/v1/sessions/{id}
         await self.send(ev.SessionOpened(
             session_id=conv.id, avatar_id=conv.avatar_id, voice_id=conv.voice_id, language=conv.language,
-            languages=service.languages, voice_cloning=service.voice_cloning,
+            languages=service.languages, voice_cloning=service.voice_cloning, resumed=resumed is not None,
         ))
 
     async def serve(self) -> None:
@@ -166,6 +171,10 @@ class WsSession:
                     await self.cancel_turn("barge_in")  # now the turn has recorded what it sent...
                     said = " ".join(self.sent[:heard]) + ("…" if cut and heard else "")
                     self.conv.keep_heard(said)  # ...of which this much was heard
+                    try:
+                        await self.service.save(self.conv)
+                    except Rejected as exc:
+                        await self.send(error(exc.code, exc.message))
 
     async def settings(self, msg: ev.Settings) -> None:
         conv = self.conv
@@ -176,6 +185,11 @@ class WsSession:
             await self.send(error(exc.code, exc.message))
             return
         self.service.choose(conv, choice)
+        try:
+            await self.service.save(conv)
+        except Rejected as exc:
+            await self.send(error(exc.code, exc.message))
+            return
         await self.send(ev.SettingsApplied(**wanted))
 
     # ---- turns ---------------------------------------------------------------------------
@@ -203,6 +217,8 @@ class WsSession:
                         if event.sentence == len(self.sent):  # a sentence's first fragment
                             self.sent.append(event.text)
                     await self.send(event, data)
+        except Rejected as exc:  # the store failed: the turn may not be remembered
+            await self.send(error(exc.code, exc.message))
         except Exception as exc:
             if self.gone(exc):
                 return  # the client left mid-turn; the turn's cleanup has cancelled the stages

@@ -166,11 +166,12 @@ def ditto_app(serve_app):
         serve.delete("ditto")
 
 
-def second_app(session_url: str, name: str, cfg, own: dict | None = None) -> str:
+def second_app(session_url: str, name: str, cfg, own: dict | None = None, ingress: dict | None = None) -> str:
     """Deploy an ingress with `cfg` as application `name` at route prefix /`name` on the session's
     cluster, and return its base URL once healthy. It calls the session app's stages, except those
-    in `own` (stage -> bound deployment) which it deploys itself. Its deployments ask for no CPU, so
-    it fits beside a session app scaled out to the whole cluster. Delete it with serve.delete(name)."""
+    in `own` (stage -> bound deployment) which it deploys itself, its Ingress with the deployment
+    options `ingress` (e.g. num_replicas). Its deployments ask for no CPU, so it fits beside a
+    session app scaled out to the whole cluster. Delete it with serve.delete(name)."""
     from ray import serve
 
     from serve_app.ingress import Ingress
@@ -181,8 +182,8 @@ def second_app(session_url: str, name: str, cfg, own: dict | None = None) -> str
             stages.append(with_options(own[stage], ray_actor_options={"num_cpus": 0, "num_gpus": 0}))
         else:
             stages.append(serve.get_deployment_handle(deployment, app_name="avatar"))
-    ingress = Ingress.options(ray_actor_options={"num_cpus": 0, "num_gpus": 0}).bind(*stages, cfg)
-    serve.run(ingress, name=name, route_prefix=f"/{name}", blocking=False)
+    options = {"ray_actor_options": {"num_cpus": 0, "num_gpus": 0}, **(ingress or {})}
+    serve.run(Ingress.options(**options).bind(*stages, cfg), name=name, route_prefix=f"/{name}", blocking=False)
     base = f"{session_url}/{name}"
     try:
         wait_healthy(base)

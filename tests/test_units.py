@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 
 from avatar_core.media import MediaError, decode_audio, mux_segment
-from avatar_core.config import LimitsConfig
-from serve_app.service import session_cache, segment_cache
 from tests.conftest import JFK
 from tests.segments import decode_segment
 
@@ -58,34 +56,6 @@ def test_mux_segment_keeps_audio_and_video_the_same_length_and_aligned(seconds):
     assert seg.same_length_within_a_frame()
     heard = np.argmax(np.abs(seg.audio) > 0.4) / seg.audio_rate
     assert abs(heard - click / rate) < 0.005  # no priming delay left in the decoded audio
-
-
-def test_sessions_forget_the_least_recently_used_first():
-    sessions = session_cache(LimitsConfig(sessions=3))
-    for key in "abc":
-        sessions[key] = key.upper()
-    assert sessions.get("a") == "A"  # a used: b is now the least recent
-    sessions["d"] = "D"
-    assert sorted(sessions) == ["a", "c", "d"]
-    sessions.get("c")  # least recent first: a, d, c
-    sessions["e"] = "E"
-    assert sorted(sessions) == ["c", "d", "e"]
-
-
-def test_segments_are_bounded_in_bytes_and_expire():
-    now = [0.0]
-    segments = segment_cache(LimitsConfig(segment_cache_bytes=10, segment_ttl_s=60), timer=lambda: now[0])
-    for key in "abc":
-        segments[key] = (b"1234", "video/mp4")
-        now[0] += 1
-    assert "a" not in segments and segments.get("c") == (b"1234", "video/mp4")  # 12 bytes > 10
-    assert segments.currsize == 8
-    now[0] = 61.5  # b was kept at 1 s: expired; c at 2 s: 59.5 s old
-    assert "b" not in segments and "c" in segments
-    now[0] = 62.5
-    assert segments.get("c") is None and segments.currsize == 0
-    with pytest.raises(ValueError):  # larger than the whole cache: the service logs and skips it
-        segments["big"] = (b"x" * 11, "video/mp4")
 
 
 @pytest.mark.parametrize(

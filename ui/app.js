@@ -30,6 +30,8 @@ function wsUrl() {
   const url = new URL("ws", BASE);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   if (token()) url.searchParams.set("access_token", token());
+  // a reconnect continues the same conversation, on whichever replica answers
+  if (state.sessionId) url.searchParams.set("session_id", state.sessionId);
   return url;
 }
 
@@ -39,6 +41,7 @@ const transcript = $("transcript"), banner = $("banner"), timingsBox = $("timing
 
 const state = {
   ws: null, connected: false, retries: 0, handsFree: false, ptt: false, thinking: false,
+  sessionId: null, lostTurn: false,
   avatarLine: null, micBlocked: false, settings: JSON.parse(localStorage.getItem("avatar-settings") || "{}"),
 };
 let player = null;
@@ -123,6 +126,7 @@ function connect() {
     if (state.handsFree) ws.send(JSON.stringify({ type: "mic", on: true }));
   };
   ws.onclose = (e) => {
+    state.lostTurn ||= state.thinking || Boolean(player?.speaking);  // a turn was running: it ends here
     state.connected = false; state.thinking = false; state.idlePending = false;
     const busy = e.code === 1013;
     const delay = Math.min(15, 2 ** state.retries++) * (busy ? 2 : 1);
@@ -150,7 +154,13 @@ function connect() {
 function handle(ev, expectBytes) {
   switch (ev.type) {
     case "session":
-      document.body.dataset.session = ev.session_id;  // GET /api/v1/sessions/{id} shows the history
+      document.body.dataset.session = state.sessionId = ev.session_id;  // GET /api/v1/sessions/{id}
+      document.body.dataset.resumed = ev.resumed;
+      if (state.lostTurn) {
+        showBanner(ev.resumed ? "Reconnected. The connection dropped mid-answer; the conversation goes on."
+          : "Reconnected, but the earlier conversation has expired: starting afresh.", "busy");
+        state.lostTurn = false;
+      }
       fillLanguages(ev.languages); break;
     case "settings":
       state.settings = { avatar_id: ev.avatar_id, voice_id: ev.voice_id, language: ev.language };
