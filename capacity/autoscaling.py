@@ -14,22 +14,34 @@ EPS = 1e-9
 
 @dataclass
 class Autoscaling:
-    min_replicas: int = 1
-    max_replicas: int = 1
-    target_ongoing_requests: float = 2.0  # Serve's defaults
-    upscale_delay_s: float = 30.0
-    downscale_delay_s: float = 600.0
-    look_back_period_s: float = 30.0
-    upscaling_factor: float = 1.0
+    """A deployment's autoscaling_config, its defaults Serve's own (read through Ray's
+    `AutoscalingConfig`, never retyped here)."""
+
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    upscale_delay_s: float
+    downscale_delay_s: float
+    look_back_period_s: float
+    upscaling_factor: float = 1.0  # Ray's None: no smoothing
     downscaling_factor: float = 1.0
 
     @classmethod
     def of(cls, d: dict | None, fixed: int | None = None) -> "Autoscaling":
+        """From a Serve config's `autoscaling_config` (or a fixed `num_replicas` without one)."""
+        from ray.serve.config import AutoscalingConfig
+
         if d is None:
             n = fixed or 1
-            return cls(min_replicas=n, max_replicas=n)
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+            d = {"min_replicas": n, "max_replicas": n}
+        ray = AutoscalingConfig(**d)
+        return cls(
+            min_replicas=ray.min_replicas, max_replicas=ray.max_replicas,
+            target_ongoing_requests=float(ray.target_ongoing_requests),
+            upscale_delay_s=ray.upscale_delay_s, downscale_delay_s=ray.downscale_delay_s,
+            look_back_period_s=ray.look_back_period_s,
+            upscaling_factor=ray.upscaling_factor or 1.0, downscaling_factor=ray.downscaling_factor or 1.0,
+        )
 
 
 class Policy:

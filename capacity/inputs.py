@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from ray.serve._private.constants import DEFAULT_MAX_ONGOING_REQUESTS
+
 from capacity.autoscaling import Autoscaling
 from capacity.avatar import TurnConfig, Workload
 from capacity.cluster import NodeType
@@ -82,7 +84,7 @@ def stage_specs(serve: dict, fixed: dict[str, int] | None = None) -> dict[str, S
         scaling = Autoscaling.of(d.get("autoscaling_config"), d.get("num_replicas"))
         if fixed and stage in fixed:
             scaling = replace(scaling, min_replicas=fixed[stage], max_replicas=fixed[stage])
-        specs[stage] = StageSpec(max_ongoing=d.get("max_ongoing_requests", 5), scaling=scaling,
+        specs[stage] = StageSpec(max_ongoing=d.get("max_ongoing_requests", DEFAULT_MAX_ONGOING_REQUESTS), scaling=scaling,
                                  num_gpus=opts.get("num_gpus", 0), num_cpus=opts.get("num_cpus", 1), role=role)
     return specs
 

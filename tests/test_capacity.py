@@ -31,7 +31,7 @@ def scenario(costs: dict | None = None, scaling: dict | None = None, capacity_un
              "animator": StageCost(fixed_s=0.1, per_audio_s=0.5, demand=0), **(costs or {})}
     scaling = scaling or {}
     max_ongoing = max_ongoing or {}
-    stages = {s: StageSpec(max_ongoing.get(s, 1), scaling.get(s, Autoscaling(1, 1)), num_gpus=0, num_cpus=0)
+    stages = {s: StageSpec(max_ongoing.get(s, 1), scaling.get(s, Autoscaling.of(None, 1)), num_gpus=0, num_cpus=0)
               for s in costs}
     node = NodeType("one", None, gpus=0, cpus=100, capacity=capacity_units, min_nodes=1, max_nodes=1)
     return Scenario(costs=costs, stages=stages, node_types=[node], **kw)
@@ -176,7 +176,7 @@ def test_a_batching_engine_slows_each_stream_as_its_throughput_table_says():
 
 
 def test_a_full_replica_queues_and_a_second_one_takes_the_next_request():
-    sc = scenario(scaling={"asr": Autoscaling(2, 2)})
+    sc = scenario(scaling={"asr": Autoscaling.of(None, 2)})
     sim, ends = Sim(sc), []
     for _ in range(3):
         sim.deps["asr"].submit(Job(sim, [(1.0, lambda: ends.append(sim.loop.now))]))
@@ -194,7 +194,7 @@ def test_the_policy_decides_as_rays_own_functions_do():
 
     cfg = dict(min_replicas=1, max_replicas=6, target_ongoing_requests=1.5, upscale_delay_s=3.0,
                downscale_delay_s=7.0, upscaling_factor=0.8, downscaling_factor=0.5)
-    ray_cfg, ours = AutoscalingConfig(**cfg), Policy(Autoscaling(**cfg))
+    ray_cfg, ours = AutoscalingConfig(**cfg), Policy(Autoscaling.of(cfg))
     rng, state, target, running = random.Random(11), {}, 1, 1
     changes = 0
     for step in range(2000):
@@ -215,8 +215,8 @@ def test_the_policy_decides_as_rays_own_functions_do():
 
 
 def test_a_burst_adds_replicas_and_the_quiet_after_it_removes_them_after_the_downscale_delay():
-    scaling = Autoscaling(min_replicas=1, max_replicas=3, target_ongoing_requests=1, upscale_delay_s=5,
-                          downscale_delay_s=60, look_back_period_s=10)
+    scaling = Autoscaling.of(dict(min_replicas=1, max_replicas=3, target_ongoing_requests=1, upscale_delay_s=5,
+                                  downscale_delay_s=60, look_back_period_s=12))
     w = Workload(utterance_s=1.0, think_s=0.5, sentences=1, reply_s=1.0, turns=3)
     sc = scenario({"asr": StageCost(fixed_s=1.0, demand=0)}, scaling={"asr": scaling}, workload=w,
                   metrics_push_s=0, replica_start_s=2.0)
@@ -408,7 +408,7 @@ def test_a_replica_loading_its_model_shares_the_node_with_running_requests():
     """start_demand: a new replica's 2 s load and a running request, each keeping the one unit of
     the node busy, go at half speed: the replica is up at 4 s, not 2."""
     sc = scenario({"asr": StageCost(fixed_s=10.0, demand=1.0)}, capacity_units=1.0,
-                  scaling={"asr": Autoscaling(1, 2)}, replica_start_s=2.0, start_demand=1.0, autoscale=False)
+                  scaling={"asr": Autoscaling.of({"min_replicas": 1, "max_replicas": 2})}, replica_start_s=2.0, start_demand=1.0, autoscale=False)
     sim = Sim(sc)
     dep = sim.deps["asr"]
     dep.submit(Job(sim, [(10.0, None)]))
@@ -595,3 +595,13 @@ def test_the_one_quantile_is_numpys_default_and_statistics_inclusive_method():
     assert quantile([3.0], 0.95) == 3.0 and math.isnan(quantile([], 0.5))
     with pytest.raises(ValueError):
         quantile([1.0, 2.0], 95)  # a percent where a fraction belongs fails rather than reading past the end
+
+
+def test_unset_autoscaling_fields_take_serves_own_defaults():
+    """Nothing of Serve's defaults is retyped in the planner: what a config leaves out is Ray's."""
+    from ray.serve.config import AutoscalingConfig
+
+    ours, ray = Autoscaling.of({"min_replicas": 1, "max_replicas": 4}), AutoscalingConfig(min_replicas=1, max_replicas=4)
+    assert (ours.target_ongoing_requests, ours.upscale_delay_s, ours.downscale_delay_s, ours.look_back_period_s) == (
+        ray.target_ongoing_requests, ray.upscale_delay_s, ray.downscale_delay_s, ray.look_back_period_s)
+    assert Autoscaling.of(None, 3).min_replicas == Autoscaling.of(None, 3).max_replicas == 3
