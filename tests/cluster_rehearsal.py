@@ -49,11 +49,14 @@ def llm_actor_options(llm: dict) -> dict:
     }
 
 
-def rehearsal_config(storage: Path, port: int | None = None, delays: dict | None = None) -> dict:
+def rehearsal_config(
+    storage: Path, port: int | None = None, delays: dict | None = None, store_url: str | None = None
+) -> dict:
     """The GPU Serve config with the embedded backends: only `args` (the root serve_config.yaml's
     stage sections, plus test settings) and each stage's `max_ongoing_requests` (its backend's own)
     change; every resource, fraction and autoscaling bound is the GPU file's. `delays` shortens
-    the autoscaling delays for a test."""
+    the autoscaling delays for a test; `store_url`: the Redis that stands in for Memorystore (None:
+    the SQLite default in `storage`, which every node of this one machine shares)."""
     from avatar_core.config import AppConfig
 
     cfg = load(GPU_SERVE)
@@ -65,6 +68,8 @@ def rehearsal_config(storage: Path, port: int | None = None, delays: dict | None
         "storage": {"dir": str(storage)},
         "admission": {"max_turns": 8, "max_turns_per_client": 8},
     }
+    if store_url:
+        app["args"]["store"] = {"backend": "redis", "url": store_url}
     app["args"]["llm"]["temperature"] = 0.0
     # vLLM brings its own deployment (its options live in args.llm); the embedded LLM gets the same.
     llm = gpu_llm["deployment_config"]
@@ -135,9 +140,12 @@ def replicas(app: str = "avatar") -> dict[str, list[dict]]:
 
 
 def role(resources: dict) -> str:
-    """A node's role in cluster.yaml, told by the resources only that node type declares."""
+    """A node's role in cluster.yaml, told by the resources only that worker type declares."""
+    if "node:__internal_head__" in resources:
+        return "head"
+    head = load(CLUSTER_YAML)["head_node_type"]
     for name, spec in node_types().items():
         own = {k for k in spec["resources"] if k.startswith("avatar_")}
-        if own and own <= set(resources):
+        if name != head and own and own <= set(resources):
             return name
-    return "head" if "node:__internal_head__" in resources else "unknown"
+    return "unknown"

@@ -107,7 +107,7 @@ def autoscaling_cluster():
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "gcs_server_port": port, "num_cpus": head.pop("CPU"), "num_gpus": head.pop("GPU", 0),
+        "gcs_server_port": port, "num_cpus": head.pop("CPU"), "num_gpus": head.pop("GPU", 0), "resources": head,
         "autoscaling_config": str(config), "include_dashboard": False,
     })
     (monitor,) = cluster.head_node.all_processes[ray_constants.PROCESS_TYPE_MONITOR]

@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 
 from tests.cluster_rehearsal import controller_env, deploy, node_types, nodes, rehearsal_config, replicas, role, wait_running
 from tests.conftest import JFK_WORDS, stage_stats, wait_healthy
+from tests.redis_server import redis_server
 from tests.test_stages import words
 from tests.test_turn import check_segments_match_reply, post_turn
 
@@ -41,9 +43,11 @@ def rehearsal():
     env = pytest.MonkeyPatch()
     for key, value in controller_env().items():  # the Serve settings the real head starts with
         env.setenv(key, value)
+    stack = ExitStack()
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": head.pop("CPU"), "num_gpus": head.pop("GPU", 0), "include_dashboard": False},
+        head_node_args={"num_cpus": head.pop("CPU"), "num_gpus": head.pop("GPU", 0), "resources": head,
+                        "include_dashboard": False},  # `head`: its custom resources (avatar_front)
     )
     workers = {}
     try:
@@ -52,7 +56,8 @@ def rehearsal():
                 node = add_fake_node(cluster, name)
                 workers[node.node_id] = node
         ray.init(address=cluster.address, log_to_driver=False)
-        cfg = rehearsal_config(storage)
+        redis = stack.enter_context(redis_server())  # stands in for Memorystore
+        cfg = rehearsal_config(storage, store_url=redis.url)
         deploy(cfg)
         wait_running()
         base = f"http://127.0.0.1:{cfg['http_options']['port']}"
@@ -64,6 +69,7 @@ def rehearsal():
         finally:
             ray.shutdown()
             cluster.shutdown()
+            stack.close()
             env.undo()
             shutil.rmtree(storage, ignore_errors=True)
 
@@ -79,14 +85,15 @@ def test_every_gpu_stage_runs_on_an_l4_worker_and_the_fractions_fit(rehearsal):
         for r in reps:
             node = alive[r["node_id"]]
             if name == "Ingress":
-                assert node["head"], "the ingress runs on the head, beside the proxy"
+                assert "avatar_front" in node["resources"] and not node["resources"].get("GPU"), "ingress off the front"
                 continue
             assert not node["head"], f"{name} replica on the head"
             assert node["resources"].get("accelerator_type:L4") == 1, f"{name} on a node without an L4"
             gpu_per_node[r["node_id"]] = gpu_per_node.get(r["node_id"], 0) + r["num_gpus"]
     assert all(0 < total <= 1 for total in gpu_per_node.values()), gpu_per_node
     roles = {name: {role(alive[r["node_id"]]["resources"]) for r in reps} for name, reps in placed.items()}
-    assert roles == {"Ingress": {"head"}, "ASR": {"l4_media"}, "TTS": {"l4_media"}, "Animator": {"l4_media"},
+    assert len({r["node_id"] for r in placed["Ingress"]}) == len(placed["Ingress"]) == 2  # one per front node
+    assert roles == {"Ingress": {"head", "cpu_front"}, "ASR": {"l4_media"}, "TTS": {"l4_media"}, "Animator": {"l4_media"},
                      "LLM": {"l4_llm"}}
     # and no actor of ours beside them keeps an L4 node busy (the autoscaler gives back only idle nodes)
     ours = [a for a in actors().values() if a["State"] == "ALIVE" and a["ActorClassName"] not in SERVE_ACTORS
@@ -100,6 +107,28 @@ def test_a_turn_runs_across_the_nodes(rehearsal, jfk_bytes):
     assert events[-1]["type"] == "done", events[-1]
     assert JFK_WORDS in words(next(e["text"] for e in events if e["type"] == "transcript"))
     assert check_segments_match_reply(events)
+
+
+def test_a_conversation_keeps_its_history_across_ingress_replicas_on_two_nodes(rehearsal, jfk_bytes):
+    """Two Ingress replicas on different nodes share the conversation through Redis: turns of one
+    session answered by either keep one history, and its segments fetch from any proxy."""
+    base = rehearsal["base"]
+    events, headers = post_turn(base, jfk_bytes)
+    session, answered, said = headers["x-session-id"], {headers["x-replica"]}, [events]
+    while len(answered) < 2 and len(said) < 12:
+        events, headers = post_turn(base, jfk_bytes, session_id=session)
+        assert events[-1]["type"] == "done", events[-1]
+        answered.add(headers["x-replica"])
+        said.append(events)
+    assert len(answered) == 2, "every turn went to one replica"
+    messages = httpx.get(f"{base}/api/v1/sessions/{session}", timeout=30).json()["messages"]
+    assert [m["content"] for m in messages[1::2]] == [
+        "".join(e["text"] for e in ev if e["type"] == "reply").strip() for ev in said
+    ]
+    assert all(JFK_WORDS in words(m["content"]) for m in messages[::2])
+    url = next(e["url"] for e in said[0] if e["type"] == "segment")
+    for _ in range(4):  # whichever replica each request reaches
+        assert httpx.get(f"{base}{url}", timeout=30).content[4:8] == b"ftyp"
 
 
 def test_a_worker_node_killed_mid_turn_fails_that_turn_clearly_then_the_next_succeeds(rehearsal, jfk_bytes):

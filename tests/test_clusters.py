@@ -44,10 +44,13 @@ def test_cluster_launcher_config_validates_against_rays_schema():
     workers = {name: t for name, t in types.items() if name != cfg["head_node_type"]}
     assert workers
     for name, t in workers.items():
+        assert 0 <= t["min_workers"] <= t["max_workers"], name
+        if not t["resources"].get("GPU"):  # the front door's CPU nodes
+            assert "guestAccelerators" not in t["node_config"] and t["resources"]["avatar_front"] == 1, name
+            continue
         assert t["node_config"]["machineType"] == "g2-standard-8", name
         assert t["node_config"]["guestAccelerators"] == [{"acceleratorType": "nvidia-l4", "acceleratorCount": 1}]
         assert t["resources"]["GPU"] == 1 and t["resources"]["accelerator_type:L4"] == 1, name
-        assert 0 <= t["min_workers"] <= t["max_workers"], name
     assert sum(t["max_workers"] for t in workers.values()) <= cfg["max_workers"]
 
 
@@ -89,8 +92,16 @@ def test_gpu_stages_ask_for_l4_fractions_that_pack_onto_the_node_types():
         assert opts["num_cpus"] <= offered[0]["resources"]["CPU"], name
         per_role[role] = per_role.get(role, 0) + opts["num_gpus"]
     assert per_role == {"avatar_media": 1.0, "avatar_llm": 1.0}
-    ingress = deployments["Ingress"]["ray_actor_options"]
-    assert ingress["num_gpus"] == 0 and "node:__internal_head__" in ingress["resources"]
+    ingress = deployments["Ingress"]
+    assert ingress["ray_actor_options"]["num_gpus"] == 0 and ingress["max_replicas_per_node"] == 1
+    (front,) = ingress["ray_actor_options"]["resources"]  # the front-door role, not pinned to the head
+    fronts = [name for name, t in types.items() if front in t["resources"]]
+    assert load(CLUSTER_YAML)["head_node_type"] in fronts and len(fronts) == 2, fronts
+    assert all("GPU" not in t["resources"] or not t["resources"]["GPU"] for n, t in types.items() if n in fronts)
+    # as many replicas as front nodes can hold one each, at least two (one lost, one serving)
+    most = sum(max(types[n].get("max_workers", 1), 1) for n in fronts)
+    assert 2 <= ingress["autoscaling_config"]["min_replicas"] <= ingress["autoscaling_config"]["max_replicas"] <= most
+    assert load(GPU_SERVE)["proxy_location"] == "EveryNode" and app["args"]["store"]["backend"] == "redis"
     assert app["args"]["llm"]["deployment_config"]["autoscaling_config"]["min_replicas"] >= 1
     for name in ("ASR", "TTS", "Animator"):
         scaling = deployments[name]["autoscaling_config"]
@@ -135,10 +146,11 @@ def test_rayservice_serves_the_same_config_on_an_autoscaling_l4_cluster():
             continue
         group = name.replace("_", "-")
         spec = groups[group]["template"]["spec"]
-        assert spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        if t["resources"].get("GPU"):
+            assert spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
         got = derived["available_node_types"][group]
-        custom = {k: v for k, v in t["resources"].items() if k != "CPU"}
+        custom = {k: v for k, v in t["resources"].items() if k != "CPU" and (k != "GPU" or v)}
         assert {k: got["resources"][k] for k in custom} == custom, group
         assert (got["min_workers"], got["max_workers"]) == (t["min_workers"], t["max_workers"]), group
 
