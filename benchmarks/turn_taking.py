@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from avatar_core.config import EndpointingConfig
+from avatar_core.config import AppConfig, EndpointingConfig
 from benchmarks.voice_to_face import JFK, clip, hands_free, summary
 from capacity.stats import quantile
 from serve_app.endpointing import RATE, Endpointer, UtteranceEnd
@@ -88,12 +90,14 @@ def live(clips: dict[str, np.ndarray], runs: int) -> None:
     from ray import serve
 
     from serve_app.ingress import Ingress
-    from serve_app.local import wait_healthy
-    from tests.conftest import STORAGE, app_config, running_graph  # the test suite's graph, as --live compares it
+    from serve_app.builder import yaml_deployment_options
+    from serve_app.local import running_app, wait_healthy
 
-    with running_graph(app_config(), "avatar", STORAGE) as base_url:
+    storage = Path(tempfile.mkdtemp(prefix="avatar-turn-taking-"))
+    cfg = AppConfig.model_validate({"llm": {"temperature": 0.0}, "storage": {"dir": str(storage)}})
+    with running_app(cfg, "avatar", storage, yaml_deployment_options()) as base_url:  # as serve_config.yaml deploys it
         stages = [serve.get_deployment_handle(n, app_name="avatar") for n in ("ASR", "LLM", "TTS", "Animator")]
-        before = app_config().model_copy(update={"endpointing": EndpointingConfig(turn_model="none")})
+        before = cfg.model_copy(update={"endpointing": EndpointingConfig(turn_model="none")})
         ingress = Ingress.options(ray_actor_options={"num_cpus": 0}).bind(*stages, before)
         serve.run(ingress, name="before", route_prefix="/before", blocking=False)
         wait_healthy(f"{base_url}/before")

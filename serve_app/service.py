@@ -42,6 +42,11 @@ def valid_id(value: object) -> bool:
     return isinstance(value, str) and bool(_ID.match(value))
 
 
+def check_session_id(value: object) -> None:
+    if not valid_id(value):
+        raise Rejected(400, "bad_session_id", "session_id must be 1-64 letters, digits, _ or -")
+
+
 class Rejected(Exception):
     """A request the service will not run: `code` and `message` for the client, `status` for HTTP."""
 
@@ -113,8 +118,8 @@ class TurnService:
         """A one-shot turn's conversation (choices applied) and its audio, checked in the order of
         cost; Rejected names the first problem, and then nothing has changed."""
         choice = self.choice(avatar_id, voice_id, language)
-        if session_id is not None and not valid_id(session_id):
-            raise Rejected(400, "bad_session_id", "session_id must be 1-64 letters, digits, _ or -")
+        if session_id is not None:
+            check_session_id(session_id)
         pcm = await self.decode(audio)
         return await self.conversation(session_id, choice), pcm
 
@@ -132,8 +137,7 @@ class TurnService:
 
     async def resume(self, session_id: object) -> Conversation | None:
         """The stored conversation, or None if the id is unknown (or expired)."""
-        if not valid_id(session_id):
-            raise Rejected(400, "bad_session_id", "session_id must be 1-64 letters, digits, _ or -")
+        check_session_id(session_id)
         try:
             return await self.store.load(session_id)
         except StoreUnavailable as exc:

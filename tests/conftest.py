@@ -1,9 +1,7 @@
 """One real Ray cluster and one real deployment of the whole graph, shared by the test session."""
 
-import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,29 +84,13 @@ def jfk_bytes() -> bytes:
     return JFK.read_bytes()
 
 
-@contextmanager
 def running_graph(cfg, name: str, storage: Path, production: bool = True):
-    """Start Ray and Serve in this process, deploy the graph of `cfg` (with serve_config.yaml's
-    deployment options, or one replica a stage when not `production`), wait until every stage is
-    warm; then stop them all and remove the upload directory `storage`."""
-    import ray
-    from ray import serve
+    """The graph of `cfg` running in this process (serve_app.local.running_app), each deployment
+    with serve_config.yaml's options and the test overrides above, or one replica a stage when not
+    `production`."""
+    from serve_app.local import running_app
 
-    from serve_app.builder import build_app
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    graph = build_app(cfg)
-    serve.run(production_graph(graph) if production else graph, name=name, route_prefix="/")
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base_url)
-        yield base_url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        shutil.rmtree(storage, ignore_errors=True)
+    return running_app(cfg, name, storage, production_options() if production else None)
 
 
 @pytest.fixture(scope="session")
