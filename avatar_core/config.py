@@ -19,7 +19,24 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsA
 from avatar_core import registry
 from avatar_core.registry import BackendConfig
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+def shipped(name: str) -> Path:
+    """A data directory the project ships beside its packages (`assets`, `ui`): a checkout's own (the
+    repository, or an editable install of it), else where an installed wheel put it (pyproject's
+    data-files: `<prefix>/share/talking-avatar/<name>`, found through the distribution's RECORD)."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        return root / name
+    from importlib import metadata
+
+    placed = next(f for f in metadata.files("talking-avatar") or [] if f"share/talking-avatar/{name}/" in f.as_posix())
+    found = Path(placed.locate()).resolve()
+    while found.name != name:
+        found = found.parent
+    return found
+
+
+ASSETS = shipped("assets")
 
 
 def model_cache() -> Path:

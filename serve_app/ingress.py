@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -22,7 +21,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import FormData, UploadFile
 
-from avatar_core.config import AppConfig
+from avatar_core.config import AppConfig, shipped
 from avatar_core.media import MediaError
 from serve_app import security, turn_model
 from serve_app.errors import error, http_error, install_handlers
@@ -34,7 +33,7 @@ from serve_app.turn import Stages
 from serve_app.ws_session import WsSession
 
 log = logging.getLogger("ray.serve")
-UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+UI_DIR = shipped("ui")  # the page: the checkout's ui/, or the installed wheel's copy
 
 app = FastAPI(title="Talking avatar", docs_url="/api/docs", openapi_url="/api/openapi.json")
 app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
