@@ -239,3 +239,29 @@ def test_the_page_works_with_an_access_token(browser, secure_app):
         assert other.get_by_test_id("status").text_content() in ("connecting", "offline")
     finally:
         context.close()
+
+
+def test_the_page_continues_its_conversation_after_losing_its_replica(browser, serve_app):
+    """The Ingress replica holding the page's WebSocket is killed: the page reconnects with its
+    session id and the server resumes that conversation (a new replica, the same session)."""
+    from contextlib import contextmanager
+
+    from ray import serve
+
+    from tests.conftest import app_config, second_app
+    from tests.test_front_door import kill_ingress
+
+    base = second_app(serve_app, "reconnect", app_config())
+    try:
+        with contextmanager(open_page)(browser, f"{base}/") as page:
+            session = page.evaluate("document.body.dataset.session")
+            assert session and page.evaluate("document.body.dataset.resumed") == "false"
+            kill_ingress("reconnect", base)
+            page.wait_for_function("document.body.dataset.resumed === 'true'", timeout=90_000)
+            assert page.evaluate("document.body.dataset.session") == session
+            page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'idle'",
+                                   timeout=30_000)
+            states = page.evaluate("window.__states")
+            assert in_order(states, ["idle", "offline", "idle"]), states  # it said it was cut off
+    finally:
+        serve.delete("reconnect")
