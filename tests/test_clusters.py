@@ -3,6 +3,7 @@ model, and agree with each other: the launcher's node types, the GPU Serve confi
 what `serve build` makes of the code."""
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,90 @@ def test_serve_build_of_the_code_asks_for_what_serve_config_yaml_asks_for(tmp_pa
     for name, d in written.items():
         assert built[name]["ray_actor_options"] == d["ray_actor_options"], name
         assert built[name]["max_ongoing_requests"] == d["max_ongoing_requests"], name
+
+
+# ---- what a GKE node lets a pod have; who the nodes run as -------------------------------------
+
+
+def gke_allocatable(vcpus: int, memory_gib: float) -> dict[str, int]:
+    """GKE's reservation rule (clusters/kuberay/machines.yaml names the source): CPU in millicores,
+    memory in MiB, for pods on one node."""
+    mem = memory_gib * 1024
+    reserved = 0.0
+    for size, share in ((4096, 0.25), (4096, 0.20), (8192, 0.10), (112 * 1024, 0.06), (float("inf"), 0.02)):
+        part = min(mem, size)
+        reserved += part * share
+        mem -= part
+    cpu_reserved = sum(m * min(max(vcpus - start, 0), n) for start, n, m in ((0, 1, 60), (1, 1, 10), (2, 2, 5), (4, 10**6, 2.5)))
+    return {"cpu_m": int(vcpus * 1000 - cpu_reserved), "memory_mi": int(memory_gib * 1024 - reserved - 100)}
+
+
+def quantity(value: str, unit: str) -> float:
+    """A Kubernetes quantity in millicores ('cpu') or MiB ('mem')."""
+    value = str(value)
+    if unit == "cpu":
+        return float(value[:-1]) if value.endswith("m") else float(value) * 1000
+    scale = {"Gi": 1024, "Mi": 1, "G": 1e9 / 2**20, "M": 1e6 / 2**20}
+    suffix = next((s for s in scale if value.endswith(s)), "")
+    return float(value.removesuffix(suffix) or 0) * scale.get(suffix, 1 / 2**20)
+
+
+def test_gke_allocatable_table_follows_gkes_rule():
+    machines = load(ROOT / "clusters" / "kuberay" / "machines.yaml")
+    assert machines["source"].startswith("https://cloud.google.com/kubernetes-engine/")
+    for name, m in machines["machines"].items():
+        assert m["allocatable"] == gke_allocatable(m["vcpus"], m["memory_gib"]), name
+    assert gke_allocatable(8, 32) == {"cpu_m": 7910, "memory_mi": 29022}  # 28.3 GiB of 32, by hand
+
+
+def test_every_rayservice_pod_fits_what_its_gke_node_lets_pods_have():
+    """The head asked for 8 CPUs and 30 GiB of an n2-standard-8 (7.91 and 28.3 allocatable) and the
+    L4 pods for 28 GiB of a g2-standard-8 (0.3 GiB left for GKE's DaemonSets): Pending forever."""
+    machines = load(ROOT / "clusters" / "kuberay" / "machines.yaml")
+    spare = machines["daemonsets"]
+    cluster = load(RAYSERVICE)["spec"]["rayClusterConfig"]
+    groups = {"headgroup": cluster["headGroupSpec"], **{g["groupName"]: g for g in cluster["workerGroupSpecs"]}}
+    assert set(groups) == set(machines["groups"])
+    for name, group in groups.items():
+        machine = machines["machines"][machines["groups"][name]]
+        (container,) = group["template"]["spec"]["containers"]
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        assert requests == limits, name  # Guaranteed: Ray sizes itself by the limit
+        assert quantity(requests["cpu"], "cpu") <= machine["allocatable"]["cpu_m"] - spare["cpu_m"], name
+        assert quantity(requests["memory"], "mem") <= machine["allocatable"]["memory_mi"] - spare["memory_mi"], name
+        if "num-cpus" in group["rayStartParams"]:  # Ray's CPUs no more than the container has
+            assert float(group["rayStartParams"]["num-cpus"]) * 1000 <= quantity(requests["cpu"], "cpu"), name
+
+
+def test_nodes_run_as_accounts_the_setup_script_gives_the_roles_they_need():
+    """Ray's launcher runs the head as its own account with compute and storage roles only, and the
+    workers ran as the project's default account (no role at all in new projects): neither could
+    pull the image from Artifact Registry."""
+    import importlib.util
+
+    # Ray's GCP bootstrap (read as source: importing it needs Google's API client, not installed here)
+    ray_gcp = Path(importlib.util.find_spec("ray.autoscaler._private.gcp").submodule_search_locations[0])
+    source = (ray_gcp / "config.py").read_text()
+    ray_account = re.search(r'DEFAULT_SERVICE_ACCOUNT_ID = RAY \+ "-sa-" \+ VERSION', source) and "ray-autoscaler-sa-v1"
+    assert 'RAY = "ray-autoscaler"' in source and 'VERSION = "v1"' in source and ray_account
+    roles = re.search(r"DEFAULT_SERVICE_ACCOUNT_ROLES = \[(.*?)\]", source, re.S)[1]
+    assert "roles/compute.admin" in roles and "roles/artifactregistry.reader" not in roles
+    assert 'config["head_node"]["serviceAccounts"]' in source  # set on the head by the launcher
+
+    cfg = load(CLUSTER_YAML)
+    types = cfg["available_node_types"]
+    head = types[cfg["head_node_type"]]["node_config"]
+    assert "serviceAccounts" not in head  # the launcher sets its own; the script gives it the reader role
+    for name, t in types.items():
+        if name == cfg["head_node_type"]:
+            continue
+        (account,) = t["node_config"]["serviceAccounts"]
+        assert account["email"] == "avatar-node@YOUR_PROJECT.iam.gserviceaccount.com", name
+        assert account["scopes"] == ["https://www.googleapis.com/auth/cloud-platform"], name
+    printed = subprocess.run([str(ROOT / "scripts" / "gcp_setup.sh"), "--print", "p", "b"], capture_output=True,
+                             text=True, check=True).stdout
+    grants = set(re.findall(r"--member=serviceAccount:(\S+)@p\.iam\.gserviceaccount\.com --role=(\S+)", printed))
+    assert {("avatar-node", "roles/artifactregistry.reader"), ("avatar-node", "roles/storage.objectViewer"),
+            (ray_account, "roles/artifactregistry.reader"),
+            (ray_account, "roles/iam.serviceAccountUser")} <= grants
+    assert "storage buckets add-iam-policy-binding gs://b --member=serviceAccount:avatar-node" in printed
