@@ -169,6 +169,15 @@ class EndpointingConfig(_Strict):
     incomplete_silence_s: float = Field(
         2.0, gt=0.0, description="silence that ends an utterance the model called incomplete"
     )
+    words: bool = Field(
+        True, description="end of turn from sound and words together: the speech so far is transcribed at "
+        "each pause (the turn reuses it); plainly unfinished words keep listening, a finished sentence ends "
+        "the turn even when the turn model hesitates (serve_app/turn_taking.py); false: the turn model alone",
+    )
+    resume_s: float = Field(
+        1.5, ge=0.0, description="speech this soon after an utterance that ended at a pause continues it: "
+        "the reply, even one already begun, is withdrawn and the whole utterance answered once",
+    )
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="speech probability that starts speech")
     neg_threshold: float = Field(0.35, gt=0.0, lt=1.0, description="below this, speech has paused")
     min_speech_s: float = Field(0.25, ge=0.0, description="shorter bursts are noise, not a turn")
@@ -180,6 +189,8 @@ class EndpointingConfig(_Strict):
     def _pauses_in_order(self) -> "EndpointingConfig":
         if self.incomplete_silence_s < self.turn_silence_s:
             raise ValueError("incomplete_silence_s must be at least turn_silence_s")
+        if self.resume_s > self.incomplete_silence_s:  # the endpointer keeps the pause's audio that long
+            raise ValueError("resume_s must be at most incomplete_silence_s")
         return self
 
 

@@ -7,6 +7,12 @@ the scores into speech and pauses. At each pause, once it has lasted `turn_silen
 (a speculative end: the speaker may go on, and the session then merges); "incomplete" waits until
 `incomplete_silence_s`. With `turn_model: none`, a pause of `end_silence_s` ends it.
 
+With `decide=False` (how the WebSocket session runs it) the endpointer only reports what it hears
+at a pause, `Pause` with the turn model's verdict and the speech so far, and `Resume` when speech
+comes back; the caller (`serve_app/turn_taking.py`) decides from the sound and the words together
+and ends the utterance with `end()`. Only the long silence (`incomplete_silence_s`) and the length
+cap still end an utterance on their own.
+
 It runs in the ingress, next to the WebSocket: one VAD window costs about 0.06 ms of CPU and a turn
 decision tens of ms once per pause, far less than sending 31 chunks a second per session through a
 handle to another replica, and the barge-in decision (speech started while the avatar talks) is then
@@ -44,13 +50,34 @@ class UtteranceEnd:
     at_s: float = 0.0  # stream time when this was decided
 
 
+@dataclass(frozen=True)
+class Pause:
+    """Speech paused for `turn_silence_s`: the turn model's verdict on the utterance so far."""
+
+    pcm: np.ndarray  # the utterance so far (as UtteranceEnd would give it now)
+    p_complete: float
+    at_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Speech came back after a `Pause`: the utterance goes on."""
+
+    at_s: float = 0.0
+
+
+Event = SpeechStart | Pause | Resume | UtteranceEnd
+
+
 class Endpointer:
     """Feed int16 or float PCM at 16 kHz in any chunk size; get events back. One per session."""
 
-    def __init__(self, cfg: EndpointingConfig):
+    def __init__(self, cfg: EndpointingConfig, decide: bool = True):
+        """`decide`: the turn model's "complete" ends the utterance at once (speculatively); False:
+        report it as a `Pause` and let the caller decide (`end()`)."""
         from faster_whisper.vad import get_vad_model  # cached per process
 
-        self.cfg = cfg
+        self.cfg, self.decide = cfg, decide
         self.session = get_vad_model().session
         self.turn_model = turn_model.for_config(cfg)
         self._windows = 0  # windows scored since the last reset: the stream's clock
@@ -73,15 +100,20 @@ class Endpointer:
         self._lead: list[np.ndarray] = []
 
     def reset(self) -> None:
-        self.__init__(self.cfg)
+        self.__init__(self.cfg, self.decide)
 
-    def push(self, chunk: np.ndarray) -> list[SpeechStart | UtteranceEnd]:
+    @property
+    def now(self) -> float:
+        """Stream time: seconds of audio scored since the last reset."""
+        return self._windows * WINDOW / RATE
+
+    def push(self, chunk: np.ndarray) -> list[Event]:
         if chunk.dtype == np.int16:
             chunk = chunk.astype(np.float32) / 32768.0
         audio = np.concatenate([self._pending, chunk.astype(np.float32, copy=False)])
         n = len(audio) // WINDOW * WINDOW
         self._pending = audio[n:]
-        events: list[SpeechStart | UtteranceEnd] = []
+        events: list[Event] = []
         for window in audio[:n].reshape(-1, WINDOW):
             events += self._window(window)
         return events
@@ -95,7 +127,28 @@ class Endpointer:
         self._context = window[-CONTEXT:]
         return float(np.asarray(out).reshape(-1)[0])
 
-    def _window(self, window: np.ndarray) -> list[SpeechStart | UtteranceEnd]:
+    def end(self) -> UtteranceEnd | None:
+        """End the current utterance now, at a pause (the caller's decision, `decide=False`): a
+        speculative end, so if the speaker goes on the next utterance starts where this one ended
+        and the turn model hears both. None when there is no paused utterance to end."""
+        if not self._speech or not self._started or self._active:
+            return None
+        return self._close(speculative=True, cut=False)
+
+    def _close(self, speculative: bool, cut: bool) -> UtteranceEnd | None:
+        started, pcm = self._started, np.concatenate(self._speech)
+        event = None
+        if started:  # a short burst of noise is dropped, not sent as a turn
+            speculative = speculative and not cut
+            event = UtteranceEnd(pcm, cut, speculative, self._p, self.now)
+            if speculative:  # if the speaker goes on, the model hears this too
+                self._before, self._before_n = list(self._speech), len(self._speech)
+        self._speech, self._lead, self._voiced, self._silent = [], [], 0, 0
+        self._started = self._active = self._asked = False
+        self._p = None
+        return event
+
+    def _window(self, window: np.ndarray) -> list[Event]:
         cfg, seconds = self.cfg, WINDOW / RATE
         p = self._prob(window)
         self._windows += 1
@@ -117,15 +170,17 @@ class Endpointer:
             self._active, self._voiced, self._silent, self._asked = True, 1, 0, False
             return []
         self._speech.append(window)
+        events: list[Event] = []
         if self._active and p < cfg.neg_threshold:
             self._active = False
         elif not self._active and p >= cfg.threshold:
+            if self._asked and not self.decide:
+                events.append(Resume(now))
             self._active, self._silent, self._asked = True, 0, False
         if self._active:
             self._voiced += 1
         else:
             self._silent += 1
-        events: list[SpeechStart | UtteranceEnd] = []
         if not self._started and self._voiced * seconds >= cfg.min_speech_s:
             self._started = True
             events.append(SpeechStart(now))
@@ -140,17 +195,13 @@ class Endpointer:
             self._asked = True
             heard = (self._lead + self._speech)[-HEARD_WINDOWS:]  # the model hears the last 8 s only
             self._p = self.turn_model.probability(np.concatenate(heard))
-            end = speculative = self._p >= cfg.turn_threshold
+            if self.decide:
+                end = speculative = self._p >= cfg.turn_threshold
+            else:
+                events.append(Pause(np.concatenate(self._speech), self._p, now))
         else:
             end = silence >= cfg.incomplete_silence_s
         if end or cut:
-            started, pcm = self._started, np.concatenate(self._speech)
-            if started:  # a short burst of noise is dropped, not sent as a turn
-                speculative = speculative and not cut
-                events.append(UtteranceEnd(pcm, cut, speculative, self._p, now))
-                if speculative:  # if the speaker goes on, the model hears this too
-                    self._before, self._before_n = list(self._speech), len(self._speech)
-            self._speech, self._lead, self._voiced, self._silent = [], [], 0, 0
-            self._started = self._active = self._asked = False
-            self._p = None
+            if (event := self._close(speculative, cut)) is not None:
+                events.append(event)
         return events
