@@ -281,3 +281,15 @@ def test_nodes_run_as_accounts_the_setup_script_gives_the_roles_they_need():
             (ray_account, "roles/artifactregistry.reader"),
             (ray_account, "roles/iam.serviceAccountUser")} <= grants
     assert "storage buckets add-iam-policy-binding gs://b --member=serviceAccount:avatar-node" in printed
+
+
+def test_gpu_animator_points_at_the_engine_files_and_sets_its_stream_explicitly():
+    """Ditto joins the cfg's bare engine names onto data_root (checkpoint_dir), so it names the
+    engines' own directory, beside the cfg directory of the same checkout; one SDK per replica and
+    the online overlap are set, not left to upstream's defaults."""
+    animator = gpu_application()["args"]["animator"]
+    engines, cfg_pkl = Path(animator["checkpoint_dir"]), Path(animator["cfg_pkl"])
+    assert engines.name.startswith("ditto_trt_") or engines.name == "ditto_pytorch"
+    assert cfg_pkl.parent.name == "ditto_cfg" and cfg_pkl.parent.parent == engines.parent
+    assert cfg_pkl.name.endswith("_online.pkl") and engines.name != "ditto_trt_Ampere_Plus"  # rebuilt for the L4
+    assert (animator["pool_size"], animator["overlap_v2"]) == (1, 70) and animator["sampling_timesteps"] >= 1

@@ -285,3 +285,124 @@ def test_stand_in_sdk_threads_stop_when_the_replica_closes_the_backend_with_a_st
 
     asyncio.run(main())
     assert sdk_threads() == []
+
+
+# --- run-time safety: survivors, bounded closes, explicit settings ----------------------------------
+
+def blocked_decode_threads(backend) -> list:
+    """The stand-in's decode workers (stage 3) still alive, over every slot."""
+    return [t for slot in backend.pool.slots for t in getattr(slot.sdk, "thread_list", [])
+            if t.name == "stand-in-3" and t.is_alive()]
+
+
+def test_stand_in_sdk_survivor_threads_retire_their_slot_and_never_join_the_next_stream():
+    """A barge-in while a worker is stuck in a call deaf to the stop event: its threads outlive the
+    close, so the slot is retired. Had it been handed out again, the survivor (which reads the SDK's
+    queues and stop event afresh on every loop, as Ditto's do) would work for the next stream."""
+    backend = Ditto(stand_in_config(pool_size=2, block_at_frame=3, close_timeout_s=1.5, frame_timeout_s=60))
+    sp = importlib.import_module("stream_pipeline_online")
+    sp.UNBLOCK.clear()
+
+    async def main():
+        avatar = await backend.prepare_avatar(red())
+        got = asyncio.Event()
+
+        async def speak():
+            async for _ in backend.render(avatar, speech_with_a_gap(40), None):
+                got.set()
+
+        task = asyncio.create_task(speak())
+        await got.wait()  # frames 0..2 arrived; the decode worker is stuck on frame 3
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        stuck = backend.pool.slots[0]
+        assert stuck.retired and stuck.stream is None and len(blocked_decode_threads(backend)) == 1
+        with pytest.raises(RuntimeError, match="retired"):
+            await backend.probe()  # unhealthy: Serve replaces the replica
+        setups = stuck.sdk.setups
+        next_stream = asyncio.create_task(collect(backend.render(avatar, speech_with_a_gap(20), None)))
+        await asyncio.sleep(0.2)
+        sp.UNBLOCK.set()  # the survivor wakes up while the next stream renders
+        frames, _ = await next_stream
+        assert numbers(frames) == list(range(20))  # only its own frames, in order
+        assert stuck.sdk.setups == setups and backend.pool.slots[1].stream is not None
+        await backend.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        sp.UNBLOCK.set()
+    for t in [t for slot in backend.pool.slots for t in slot.sdk.thread_list]:
+        t.join(timeout=5)  # released, the survivors see their own stream's stop event and end
+    assert sdk_threads() == []
+
+
+def test_stand_in_sdk_a_graceful_close_gives_up_on_a_stuck_worker_within_close_timeout_s():
+    """Ditto's close() joins its threads without a limit: a graceful close (idle expiry, a slot taken
+    for another conversation) returns while the stuck worker still runs, and retires the slot."""
+    backend = Ditto(stand_in_config(pool_size=1, block_at_frame=3, close_timeout_s=1.5))
+    sp = importlib.import_module("stream_pipeline_online")
+    sp.UNBLOCK.clear()
+
+    async def main():
+        avatar = await backend.prepare_avatar(red())
+        frames, state = await collect(backend.render(avatar, np.zeros(3 * HOP, np.float32), None))
+        assert numbers(frames) == [0, 1, 2]  # the stream stays open; its decode worker is stuck on frame 3
+        stream = backend.pool.streams[state.stream]
+        error = await backend.pool.close(stream, graceful=True)
+        assert type(error).__name__ == "StuckThreads" and blocked_decode_threads(backend)  # returned, still stuck
+        assert backend.pool.slots[0].retired
+        with pytest.raises(RuntimeError, match="every Ditto slot of this replica is retired"):
+            await collect(backend.render(avatar, np.zeros(3 * HOP, np.float32), None))
+
+    try:
+        asyncio.run(main())
+    finally:
+        sp.UNBLOCK.set()
+    for t in [t for slot in backend.pool.slots for t in slot.sdk.thread_list]:
+        t.join(timeout=5)  # released, the survivors see their own stream's stop event and end
+    assert sdk_threads() == []
+
+
+def test_overlap_and_steps_are_set_explicitly_and_logged_at_start(caplog):
+    """The stand-in's cfg defaults are upstream's setup defaults (overlap 10, 50 steps): the backend
+    passes its own (70: frames every 0.4 s) and says which it runs with."""
+    caplog.set_level("INFO", logger="ray.serve")
+    cfg = stand_in_config(pool_size=1)
+    assert (Ditto.Config.model_fields["pool_size"].default, cfg.overlap_v2, cfg.sampling_timesteps) == (1, 70, 50)
+    backend = Ditto(cfg)
+
+    async def main():
+        avatar = await backend.prepare_avatar(red())
+        await collect(backend.render(avatar, np.zeros(5 * HOP, np.float32), None))
+        kwargs = backend.pool.slots[0].sdk.setup_kwargs
+        assert (kwargs["overlap_v2"], kwargs["sampling_timesteps"]) == (70, 50)
+        assert backend.pool.slots[0].sdk.audio2motion.valid_clip_len == 10
+        await backend.aclose()
+
+    asyncio.run(main())
+    text = caplog.text
+    assert "overlap_v2=70, sampling_timesteps=50" in text and "valid_clip_len=10 (0.40 s)" in text
+
+
+def test_checkpoint_dir_must_be_the_directory_of_the_model_files(tmp_path):
+    """Ditto joins the cfg's bare model names onto data_root: a checkpoints root above the engines
+    fails at once, naming the directory to use (the stand-in SDK fails the same way, as Ditto would)."""
+    cfg = stand_in_config()
+    root = cfg.checkpoint_dir.parent
+    with pytest.raises(RuntimeError, match=f"holds no model file.*e.g. {root / 'ditto_trt_stand_in'}"):
+        Ditto(cfg.model_copy(update={"checkpoint_dir": root}))
+    (root / "stray.engine").write_bytes(b"")  # a model file, but not the cfg's: the SDK itself refuses
+    with pytest.raises(FileNotFoundError, match="hubert_fp32.engine"):
+        Ditto(cfg.model_copy(update={"checkpoint_dir": root}))
+
+
+def test_pytorch_checkpoints_are_loaded_without_weights_only(monkeypatch):
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
+    Ditto(stand_in_config())  # TensorRT engines: torch.load is not involved
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+    cfg = stand_in_config()
+    (cfg.checkpoint_dir / "lmdm_v0.4_hubert.pth").write_bytes(b"")
+    Ditto(cfg)
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"

@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import importlib
 import logging
+import os
 import secrets
 import sys
 import tempfile
@@ -46,7 +47,7 @@ from avatar_core.types import AvatarError
 
 from .hops import HOP, window_len
 from .sink import install
-from .streams import Pool, Stream, StreamError
+from .streams import Pool, Stream, StreamError, StuckThreads
 
 log = logging.getLogger("ray.serve")
 DEFAULT_ROOT = Path("/opt/ditto-talkinghead")
@@ -108,16 +109,24 @@ class Ditto(FaceBackend):
         repo_dir: Path = Field(DEFAULT_ROOT, description="a clone of antgroup/ditto-talkinghead (pinned commit)")
         checkpoint_dir: Path = Field(
             DEFAULT_ROOT / "checkpoints" / "ditto_trt_sm89",
-            description="data_root: the TensorRT engines (rebuilt for the GPU), or ditto_pytorch",
+            description="data_root: the directory that holds the model files themselves (Ditto joins the "
+            "cfg's bare file names onto it): the TensorRT engines rebuilt for the GPU, or ditto_pytorch",
         )
         cfg_pkl: Path = Field(
             DEFAULT_ROOT / "checkpoints" / "ditto_cfg" / "v0.4_hubert_cfg_trt_online.pkl",
             description="the online config (v0.4_hubert_cfg_pytorch.pkl with the PyTorch checkpoints)",
         )
-        pool_size: int = Field(2, ge=1, le=16, description="SDK instances (concurrent streams) per replica")
+        pool_size: int = Field(
+            1, ge=1, le=16, description="SDK instances (concurrent streams) per replica; more than one in a "
+            "process segfaulted for others (upstream issue 62): raise it only after measuring on the GPU",
+        )
         chunksize: tuple[int, int, int] = Field((3, 5, 2), description="run_chunk's (left, hop, right) frames")
-        sampling_timesteps: int | None = Field(None, ge=1, description="diffusion steps; None: the cfg's")
-        overlap_v2: int | None = Field(None, ge=1, description="LMDM clip overlap; None: the cfg's (online: ~70)")
+        sampling_timesteps: int = Field(
+            50, ge=1, description="diffusion steps per clip (upstream's default; fewer buy speed)")
+        overlap_v2: int = Field(
+            70, ge=1, description="LMDM clip overlap: each 80-frame clip brings 80 - overlap_v2 new frames, "
+            "so 70 emits every 0.4 s (the maintainers' online setting, upstream issue 14); upstream's "
+            "default of 10 would hold the first frame back 2.8 s")
         max_size: int | None = Field(None, ge=64, description="longest side of the output; None: the SDK's 1920")
         fade_in: int = Field(-1, description="frames fading in from the still face when a stream opens")
         setup_kwargs: dict[str, Any] = Field(default_factory=dict, description="more StreamSDK.setup options (emo, crop_scale, ...)")
@@ -127,7 +136,7 @@ class Ditto(FaceBackend):
         close_timeout_s: float = Field(10.0, gt=0, description="longest wait for a stopped stream's threads")
         extra_flush_hops: int = Field(0, ge=0, description="silence hops fed beyond the computed lag")
 
-    max_concurrency: ClassVar[int] = 2  # the default pool_size; `concurrency(cfg)` gives the real one
+    max_concurrency: ClassVar[int] = 1  # the default pool_size; `concurrency(cfg)` gives the real one
     renders_whole_pieces: ClassVar[bool] = True  # one render per piece of speech: the stream runs on
 
     @classmethod
@@ -150,9 +159,15 @@ class Ditto(FaceBackend):
             sdk.avatar_registrar = self.registered.wrap(sdk.avatar_registrar)
             sdks.append(sdk)
         self.pool = Pool(sdks)
+        log.info(
+            "ditto: %d SDK instance(s), overlap_v2=%d, sampling_timesteps=%d, max_size=%s, chunksize=%s, "
+            "data_root=%s, cfg=%s", cfg.pool_size, cfg.overlap_v2, cfg.sampling_timesteps, cfg.max_size,
+            tuple(cfg.chunksize), cfg.checkpoint_dir, cfg.cfg_pkl,
+        )
         self.avatar_dir = Path(tempfile.mkdtemp(prefix="ditto-avatars-"))
         self.avatar_lock: asyncio.Lock | None = None
         self._expiry: asyncio.Task | None = None
+        self._reported = False
 
     @staticmethod
     def _import(cfg: Config) -> Any:
@@ -168,8 +183,21 @@ class Ditto(FaceBackend):
                 "the ditto animator needs the antgroup/ditto-talkinghead clone and its checkpoints "
                 f"(see docs/gpu.md, \"Ditto (animator)\"); missing: {'; '.join(missing)}"
             )
+        models = [p for p in cfg.checkpoint_dir.iterdir() if p.suffix in (".engine", ".onnx", ".pth")]
+        if not models:
+            below = sorted(p.name for p in cfg.checkpoint_dir.iterdir() if p.is_dir())
+            raise RuntimeError(
+                f"checkpoint_dir {cfg.checkpoint_dir} holds no model file (.engine, .onnx, .pth): Ditto joins "
+                "the cfg's bare file names onto it, so name the directory of the files themselves"
+                + (f", e.g. {cfg.checkpoint_dir / below[0]}" if below else "")
+            )
         if str(cfg.repo_dir) not in sys.path:
             sys.path.insert(0, str(cfg.repo_dir))
+        if any(p.suffix == ".pth" for p in models):
+            # The PyTorch fallback: torch 2.6 and later load with weights_only=True unless told otherwise,
+            # and Ditto's torch.load calls predate that; these are the pinned release's own files.
+            os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+            log.info("ditto: PyTorch checkpoints, loaded with weights_only=False (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD)")
         return importlib.import_module("stream_pipeline_online")
 
     # --- avatars -----------------------------------------------------------------------------
@@ -246,6 +274,10 @@ class Ditto(FaceBackend):
         stream = Stream(secrets.token_urlsafe(9), slot, avatar, self.router, self.cfg)
         stream.busy = True
         await self._open(stream)
+        if not self._reported:
+            self._reported = True
+            log.info("ditto: first stream open: frames leave in blocks of valid_clip_len=%d (%.2f s)",
+                     stream.valid_clip_len, stream.valid_clip_len / 25)
         return stream
 
     async def _open(self, stream: Stream) -> None:
@@ -272,7 +304,11 @@ class Ditto(FaceBackend):
             await self.pool.expire(self.cfg.stream_idle_s)
 
     async def probe(self) -> None:
-        """One HuBERT window on a free slot (a busy replica is evidently working)."""
+        """One HuBERT window on a free slot (a busy replica is evidently working); unhealthy once a
+        slot is retired (threads that outlived their stream hold it), so that Serve replaces it."""
+        retired = [slot.index for slot in self.pool.slots if slot.retired]
+        if retired:
+            raise StuckThreads(f"ditto slots {retired} retired: worker threads that did not stop")
         slot = self.pool.try_acquire()
         if slot is None:
             return

@@ -7,6 +7,12 @@ into the listening video; it is closed when it has been idle `stream_idle_s`, wh
 needs its slot and it is the least recently used idle one, when its request is cancelled (barge-in)
 or when a worker fails. When every slot is rendering, a new stream waits for one (back-pressure;
 Serve's `max_ongoing_requests` = N keeps that rare).
+
+Ditto's six workers look up their queues and stop event on the SDK instance on every loop, so a
+worker that outlives its stream (stuck in a call that ignores the stop event) would work for the next
+stream `setup` starts on that instance. A slot whose threads did not stop within `close_timeout_s` is
+therefore retired, never handed out again, and the replica reports itself unhealthy so that Serve
+replaces it. Every close is bounded by `close_timeout_s`, a graceful one included.
 """
 
 from __future__ import annotations
@@ -33,12 +39,17 @@ class StreamError(RuntimeError):
     """A stream's worker failed or stopped answering; the stream is closed."""
 
 
+class StuckThreads(StreamError):
+    """A stream's worker threads did not stop: its slot is retired."""
+
+
 @dataclass
 class Slot:
     index: int
     sdk: Any
     stream: "Stream | None" = None
     reserved: bool = False  # taken by a stream that is being opened
+    retired: bool = False  # its threads outlived their stream: never used again
 
 
 class Stream:
@@ -82,15 +93,31 @@ class Stream:
             self.slot.sdk.run_chunk(window, self.chunksize)
 
     def shutdown(self, graceful: bool) -> BaseException | None:
-        """Close the SDK stream: `graceful` lets the workers finish what they hold; otherwise they
-        are stopped and their queues drained (a worker blocked on a full queue is freed). Returns
-        the worker's error that `close()` re-raised, if any."""
+        """Close the SDK stream within `close_timeout_s`: `graceful` lets the workers finish what
+        they hold (the SDK's `close()`, which joins them without a limit, runs in a thread of its
+        own and is given the time); then, or at once, they are stopped and their queues drained (a
+        worker blocked on a full queue is freed). Returns the worker's error that `close()`
+        re-raised, or StuckThreads if a thread is still alive at the deadline."""
         sdk = self.slot.sdk
-        if not graceful:
+        deadline = time.monotonic() + self.cfg.close_timeout_s
+        outcome: list[BaseException | None] = []
+
+        def close() -> None:
+            try:
+                sdk.close()  # pushes the end marker, joins the threads, re-raises a worker's error
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                outcome.append(exc)
+
+        closer = None
+        if graceful:
+            closer = threading.Thread(target=close, name=f"ditto-close-{self.key}", daemon=True)
+            closer.start()
+            closer.join(timeout=self.cfg.close_timeout_s / 2)
+        if closer is None or closer.is_alive():
             self.stop.set()
             sdk.stop_event.set()
             queues = [q for q in vars(sdk).values() if isinstance(q, queue.Queue)]
-            deadline = time.monotonic() + self.cfg.close_timeout_s
             while any(t.is_alive() for t in sdk.thread_list) and time.monotonic() < deadline:
                 for q in queues:
                     while True:
@@ -102,14 +129,14 @@ class Stream:
                     t.join(timeout=0.02)
             alive = [t.name for t in sdk.thread_list if t.is_alive()]
             if alive:
-                return StreamError(f"Ditto worker threads did not stop: {alive}")
-        try:
-            sdk.close()  # pushes the end marker, joins the threads, re-raises a worker's error
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            return exc
-        finally:
-            self.sink.close()
-        return None
+                self.sink.close()
+                return StuckThreads(f"Ditto worker threads did not stop within {self.cfg.close_timeout_s:g} s: {alive}")
+            if closer is None:
+                close()
+            else:
+                closer.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+        self.sink.close()
+        return outcome[0] if outcome else StuckThreads("Ditto's close() did not return")
 
     # --- the caller's side ---------------------------------------------------------------------
     async def frames(self, pcm: np.ndarray | None, n: int) -> AsyncIterator[np.ndarray]:
@@ -184,7 +211,7 @@ class Pool:
 
     def try_acquire(self) -> Slot | None:
         for slot in self.slots:
-            if slot.stream is None and not slot.reserved:
+            if slot.stream is None and not slot.reserved and not slot.retired:
                 slot.reserved = True
                 return slot
         return None
@@ -193,6 +220,9 @@ class Pool:
         """A slot with no stream: a free one, else the least recently used idle stream's (closed),
         else wait until a stream ends."""
         while True:
+            if all(slot.retired for slot in self.slots):
+                raise StuckThreads("every Ditto slot of this replica is retired (worker threads that did "
+                                   "not stop); the replica is unhealthy and Serve replaces it")
             slot = self.try_acquire()
             if slot is not None:
                 return slot
@@ -205,6 +235,12 @@ class Pool:
 
     def release(self, slot: Slot) -> None:
         slot.stream, slot.reserved = None, False
+        self.changed.set()
+
+    def retire(self, slot: Slot) -> None:
+        """Its threads outlived their stream and would serve the next one: never hand it out."""
+        slot.stream, slot.reserved, slot.retired = None, False, True
+        log.error("ditto slot %d retired: its worker threads did not stop", slot.index)
         self.changed.set()
 
     def done(self, stream: Stream) -> None:
@@ -228,13 +264,19 @@ class Pool:
         try:
             error = await asyncio.shield(work)
         except asyncio.CancelledError:
-            await asyncio.gather(work, return_exceptions=True)
-            self.release(stream.slot)
+            (error,) = await asyncio.gather(work, return_exceptions=True)
+            self._free(stream.slot, error)
             raise
-        self.release(stream.slot)
+        self._free(stream.slot, error)
         if error is not None:
             log.warning("ditto stream %s closed with an error: %r", stream.key, error)
         return error
+
+    def _free(self, slot: Slot, error: BaseException | None) -> None:
+        if isinstance(error, StuckThreads):
+            self.retire(slot)
+        else:
+            self.release(slot)
 
     async def expire(self, idle_s: float) -> None:
         now = time.monotonic()

@@ -8,10 +8,17 @@ module's behaviour, not copied. Instead of the models it paints each frame so te
 back after H.264: the source image's mean colour; a top band as bright as the frame's audio (the
 RMS of its 640 samples); a bottom band with the frame's number on the stream in 12 binary blocks.
 
-The cfg "pickle" holds: default_kwargs (overlap_v2 ...), seq_frames, frame_s (seconds each frame
-takes in the decode worker), fail_at_frame (the warp worker raises there, for streams of an avatar
-whose colour is fail_colour if that is set) and fail_once (only the first such stream in this
-process fails).
+As in the real module, each worker looks up its queues and the stop event on the SDK instance
+(`self.<stage>_queue`, `self.stop_event`) on every loop, not once: a worker that outlives its stream
+(blocked in a call that ignores the stop event) works for whatever stream `setup` starts next on the
+same instance. And, as the real cfg does, the cfg names model files that `StreamSDK` joins onto
+`data_root` (it fails on a directory that does not hold them itself).
+
+The cfg "pickle" holds: default_kwargs (overlap_v2 ...), seq_frames, model_files (bare names, joined
+onto data_root), frame_s (seconds each frame takes in the decode worker), fail_at_frame (the warp
+worker raises there, for streams of an avatar whose colour is fail_colour if that is set), fail_once
+(only the first such stream in this process fails) and block_at_frame (the decode worker blocks there,
+deaf to the stop event, until `UNBLOCK` is set: a call stuck on the GPU; streams fed audio only).
 """
 
 import pickle
@@ -25,6 +32,7 @@ import numpy as np
 
 BITS = 12
 _failed = threading.Event()  # fail_once: set when a stream has failed in this process
+UNBLOCK = threading.Event()  # releases a decode worker blocked at block_at_frame
 
 
 class VideoWriterByImageIO:
@@ -80,12 +88,17 @@ class StreamSDK:
     def __init__(self, cfg_pkl, data_root, **kwargs):
         with open(cfg_pkl, "rb") as f:
             cfg = pickle.load(f)
-        assert Path(data_root).is_dir(), data_root
+        for name in cfg.get("model_files", []):  # the real cfg's model paths are bare names
+            path = Path(data_root) / name
+            if not path.is_file():
+                raise FileNotFoundError(f"[Errno 2] No such file or directory: '{path}'")
         self.default_kwargs = dict(cfg.get("default_kwargs", {}))
         self.frame_s = cfg.get("frame_s", 0.0)
         self.fail_at_frame = cfg.get("fail_at_frame")
         self.fail_once = cfg.get("fail_once", False)
         self.fail_colour = cfg.get("fail_colour")
+        self.block_at_frame = cfg.get("block_at_frame")
+        self.setup_kwargs: dict = {}
         self.avatar_registrar = AvatarRegistrar()
         self.audio2motion = _Audio2Motion(cfg.get("seq_frames", 80))
         self.wav2feat = _Wav2Feat()
@@ -98,6 +111,8 @@ class StreamSDK:
     def setup(self, source_path, output_path, **kwargs):
         kwargs = {**self.default_kwargs, **kwargs}
         self.setups += 1
+        self.setup_kwargs = kwargs
+        self.fed = False  # run_chunk called on this stream (block_at_frame spares avatar registrations)
         self.online_mode = kwargs.get("online_mode", False)
         assert self.online_mode, "the stand-in only models online mode"
         self.ctrl_info = kwargs.get("ctrl_info", {})
@@ -118,13 +133,13 @@ class StreamSDK:
         self.decode_f3d_queue = queue.Queue(maxsize=100)
         self.putback_queue = queue.Queue(maxsize=100)
         self.writer_queue = queue.Queue(maxsize=100)
-        stages = [
-            (self._audio2motion, self.audio2motion_queue, self.motion_stitch_queue),
-            (lambda x: x, self.motion_stitch_queue, self.warp_f3d_queue),
-            (self._warp, self.warp_f3d_queue, self.decode_f3d_queue),
-            (self._decode, self.decode_f3d_queue, self.putback_queue),
-            (self._putback, self.putback_queue, self.writer_queue),
-            (None, self.writer_queue, None),
+        stages = [  # queues by name: a worker reads the instance's current ones on every loop
+            (self._audio2motion, "audio2motion_queue", "motion_stitch_queue"),
+            (lambda x: x, "motion_stitch_queue", "warp_f3d_queue"),
+            (self._warp, "warp_f3d_queue", "decode_f3d_queue"),
+            (self._decode, "decode_f3d_queue", "putback_queue"),
+            (self._putback, "putback_queue", "writer_queue"),
+            (None, "writer_queue", None),
         ]
         self.thread_list = [threading.Thread(target=self._worker, args=s, name=f"stand-in-{i}") for i, s in enumerate(stages)]
         self._a2m = {"buffer": 0, "moved": 0, "feats": [], "emitted": 0}
@@ -132,9 +147,11 @@ class StreamSDK:
             t.start()
 
     # --- workers ---------------------------------------------------------------------------------
-    def _worker(self, work, inbox, outbox):
+    def _worker(self, work, inbox_name, outbox_name):
         try:
             while not self.stop_event.is_set():
+                inbox = getattr(self, inbox_name)
+                outbox = getattr(self, outbox_name) if outbox_name else None
                 try:
                     item = inbox.get(timeout=1)
                 except queue.Empty:
@@ -151,7 +168,8 @@ class StreamSDK:
                 if outbox is None:
                     self.writer(item, fmt="rgb")
                 else:
-                    outbox.put(work(item))
+                    item = work(item)
+                    getattr(self, outbox_name).put(item)  # the instance's queue after the work
         except Exception as exc:
             self.worker_exception = exc
             self.stop_event.set()
@@ -194,6 +212,8 @@ class StreamSDK:
         return item
 
     def _decode(self, item):
+        if self.block_at_frame is not None and item[0] == self.block_at_frame and self.fed and not UNBLOCK.is_set():
+            UNBLOCK.wait()  # a call that does not look at the stop event
         if self.frame_s:
             time.sleep(self.frame_s)
         return item
@@ -212,6 +232,7 @@ class StreamSDK:
 
     # --- the caller's side -------------------------------------------------------------------------
     def run_chunk(self, audio_chunk, chunksize=(3, 5, 2)):
+        self.fed = True
         feat = self.wav2feat(audio_chunk, chunksize=chunksize)
         while not self.stop_event.is_set():
             try:
