@@ -1,6 +1,10 @@
 // Runs on the audio thread: mixes the mic to mono, resamples from the context's rate to 16 kHz
-// (linear interpolation; the voice band is far below the new Nyquist) and posts 40 ms Int16 frames.
-const OUT_RATE = 16000, FRAME = 640;
+// (linear interpolation; the voice band is far below the new Nyquist) and posts 100 ms Int16 frames.
+// 100 ms, not 40: each message costs the proxy and the ingress about the same whatever its size, so
+// 10 a second instead of 25 takes a third off what a listening session costs the front door
+// (docs/benchmarks.md, "Many sessions"); the server hears the end of speech 30 ms later on average
+// (60 ms at most), against voice to face of seconds.
+const OUT_RATE = 16000, FRAME = 1600;
 
 class PcmSender extends AudioWorkletProcessor {
   constructor() {
