@@ -9,5 +9,8 @@ scripts/install.sh llm-large  # the optional larger LLMs (1.6 GB), so their test
 scripts/install.sh xtts
 scripts/install.sh vllm
 .venv/bin/python -m pytest "$@"
+# The first GPU machine's check, on CPU in the environments above, so it cannot rot (about 3 minutes;
+# the lock check and the wheel install that serves a turn are tests in the suite above).
+scripts/gpu_check.sh --cpu
 .venv-xtts/bin/python -m pytest -m xtts tests/test_xtts.py
 .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py
