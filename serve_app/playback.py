@@ -1,13 +1,17 @@
 """The client's playback as the server sees it, per turn and per session: when the client will run out
 of what it has been sent (each animator call's deadline), which quality rung the session is on, and
-how late its fragments have been coming.
+how late its fragments have been coming, which sizes the client's jitter buffer and the turn's first
+fragment.
 
-A client plays a turn's fragments back to back from the first one's arrival. A fragment sent after
-the one before has finished playing is an underrun: the client stalls until it comes.
+A client plays a turn's fragments back to back, starting `hold_s` after the first one arrived (its
+jitter buffer; the page computes the same figure from its own arrivals, `ui/player.js`). A fragment
+sent after the one before has finished playing is an underrun: the client stalls until it comes.
 
 How late a turn's fragments came (`need`) is how much later than the first one's arrival playback
 would have had to start for none of them to stall: over its fragments, arrival minus (the first's
-arrival + the seconds of video before it); `hold_s` turns the last few into a jitter buffer.
+arrival + the seconds of video before it). The next turn's jitter buffer is the largest need of the
+session's last few turns, rounded up, capped: a session whose fragments come in time waits for
+nothing.
 
 Plain arithmetic on timestamps the caller gives; one `SessionPlayback` per conversation in this
 ingress replica's memory (a conversation that moves to another replica starts afresh there).
@@ -75,7 +79,7 @@ class TurnPlayback:
 
     def __init__(self, session: SessionPlayback, counts: TurnCounts, clock=time.time):
         self.session, self.counts, self.clock = session, counts, clock
-        self.hold_s = 0.0  # the page plays a fragment as soon as it arrives
+        self.hold_s = session.hold_s  # the page's jitter buffer, as it will compute it
         self.arrivals: list[float] = []
         self.durations: list[float] = []
         self.end: float | None = None  # when the client will have played everything sent
@@ -84,6 +88,12 @@ class TurnPlayback:
     @property
     def rung(self) -> int:
         return self.session.rung
+
+    def first_fragment_s(self, shortest_s: float, longest_s: float) -> float:
+        """The turn's first fragment: short (`shortest_s`), since it gates the first frame, unless
+        the client will hold it anyway; then as long as the hold (at most `longest_s`), which costs
+        only its rendering and puts the turn's first seam that much later."""
+        return min(max(shortest_s, self.hold_s), max(shortest_s, longest_s))
 
     def deadline(self) -> float | None:
         return self.end

@@ -348,7 +348,7 @@ class Turn:
 
     def fragment_s(self) -> float:
         cfg = self.cfg.animator
-        return cfg.first_fragment_s if self.fragments == 0 else cfg.fragment_s
+        return self.playback.first_fragment_s(cfg.first_fragment_s, cfg.fragment_s) if self.fragments == 0 else cfg.fragment_s
 
     async def render(self, index: int, sentence: str, piece: Speech, ends_sentence: bool) -> None:
         cfg, conv = self.cfg.animator, self.conv

@@ -142,6 +142,55 @@ def test_the_session_carries_its_rung_into_the_next_turn():
     assert counts.snapshot()["step_down"] == 1  # 0 -> 2 once, not again in the next turn
 
 
+def test_the_client_holds_a_late_sessions_next_turn_and_its_first_fragment_grows():
+    session, counts = SessionPlayback(), TurnCounts()
+    session.needs.extend([0.0, 0.3])
+    now = [50.0]
+    turn = TurnPlayback(session, counts, clock=lambda: now[0])
+    assert turn.hold_s == pytest.approx(0.3)
+    assert turn.first_fragment_s(0.4, 1.0) == pytest.approx(0.4)  # already as long as the hold
+    turn.sent(0.4, 0)
+    assert turn.deadline() == pytest.approx(50.7)  # held 0.3 s, then 0.4 s of video
+    session.needs.append(0.8)
+    later = TurnPlayback(session, counts)
+    assert later.hold_s == pytest.approx(0.8) and later.first_fragment_s(0.4, 1.0) == pytest.approx(0.8)
+    session.needs.append(5.0)
+    assert TurnPlayback(session, counts).first_fragment_s(0.4, 1.0) == 1.0  # never past a fragment
+    assert TurnPlayback(SessionPlayback(), counts).first_fragment_s(0.4, 1.0) == 0.4
+
+
+def test_the_page_computes_the_same_buffer_as_the_server():
+    """ui/player.js's need and holdFor, run by Node, against serve_app/playback.py on the same
+    arrivals."""
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed")
+    rng = np.random.default_rng(1)
+    turns = []
+    for _ in range(40):
+        n = int(rng.integers(1, 8))
+        durations = [0.4] + [float(d) for d in rng.uniform(0.2, 1.0, n - 1)]
+        gaps = rng.uniform(0.0, 1.3, n)
+        gaps[0] = 0.0
+        turns.append({"arrivals": [float(t) for t in 10.0 + np.cumsum(gaps)], "durations": durations})
+    script = (f"import {{ need, holdFor }} from '{ROOT / 'ui' / 'player.js'}';\n"
+              f"const turns = {json.dumps(turns)}; const needs = []; const out = [];\n"
+              "for (const t of turns) { out.push([need(t.arrivals, t.durations), holdFor(needs)]); "
+              "needs.push(need(t.arrivals, t.durations)); }\n"
+              "console.log(JSON.stringify(out));")
+    run = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    page, needs, server = json.loads(run.stdout), [], []
+    for t in turns:
+        server.append([need(t["arrivals"], t["durations"]), hold_s(needs)])
+        needs.append(server[-1][0])
+    assert np.allclose(page, server, atol=1e-9)
+    assert any(h > 0 for _, h in server) and any(h == 0 for _, h in server)
+
+
 # ---- what a rung renders and encodes ---------------------------------------------------------------
 
 def test_a_held_rung_encodes_fewer_frames_on_the_same_timeline():
