@@ -2,6 +2,7 @@
 once: scripts/cache_dir.sh is the shell's one spelling of avatar_core.config.model_cache()."""
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -36,5 +37,8 @@ def test_the_shell_cache_dir_is_model_cache(xdg, tmp_path, monkeypatch):
 
 
 def test_only_cache_dir_sh_spells_out_the_cache_path():
-    spelled = [p.name for p in sorted(SCRIPTS.glob("*.sh")) if "talking-avatar" in p.read_text()]
+    """The cache directory's path, not any mention of the project's name (a GCP account's label)."""
+    path = re.compile(r"(\.cache|CACHE_HOME\S*)/talking-avatar")
+    spelled = [p.name for p in sorted(SCRIPTS.glob("*.sh")) if path.search(p.read_text())]
     assert spelled == ["cache_dir.sh"], "source scripts/cache_dir.sh and use $AVATAR_CACHE instead"
+    assert not path.search('--display-name="talking-avatar nodes"') and path.search("$HOME/.cache/talking-avatar")
