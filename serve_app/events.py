@@ -126,10 +126,6 @@ class Segment(Event):
     text: str = Field(description="the sentence")
     duration_s: float
     mime: str
-    rung: int = Field(
-        0, description="the animator's quality rung that made it: 0 the best; higher, a lower frame rate "
-        "or size, chosen so that it arrives before the fragment before it has finished playing"
-    )
     bytes: int | None = Field(None, description="WebSocket: the size of the binary message that follows")
     url: str | None = Field(None, description="HTTP: GET it within limits.segment_ttl_s")
 
