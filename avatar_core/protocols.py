@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from avatar_core.types import Message, Speech
 
@@ -89,10 +90,33 @@ class SpeechBackend(Backend):
         `voice_wav` is the stored reference clip of `voice_id` (None for the default voice)."""
 
 
+class Rung(BaseModel):
+    """One step of an animator's quality ladder. The Animator stage applies these fields when it
+    encodes; a backend's subclass adds what it renders differently (`FaceBackend.at_rung`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "full"
+    hold: int = Field(1, ge=1, le=5, description="each rendered frame is shown this many frames: fps / hold "
+                      "frames a second are rendered and encoded")
+    crf: int | None = Field(None, ge=0, le=51, description="x264 quality; None: the animator's `crf`")
+    preset: str = Field("ultrafast", description="x264 preset (ultrafast is x264's fastest)")
+
+
 class FaceBackend(Backend):
     # True: one render call per piece of speech, the backend cutting fragments itself (Ditto's stream
     # runs on); False: the stage renders each fragment's frames with its own call.
     renders_whole_pieces: ClassVar[bool] = False
+
+    def ladder(self) -> list[Rung]:
+        """The quality ladder, best first, that the Animator steps down when it falls behind the
+        client's playback and back up with headroom. One rung: it never steps."""
+        return [Rung()]
+
+    async def at_rung(self, avatar: Any, rung: Rung) -> Any:
+        """The avatar as this backend renders it at `rung` (its own knobs: output size, ...);
+        `render` on the result makes that rung's frames."""
+        return avatar
 
     @abstractmethod
     async def prepare_avatar(self, image_rgb: np.ndarray) -> Any:

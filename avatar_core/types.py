@@ -25,12 +25,14 @@ class Speech:
 @dataclass(frozen=True)
 class Fragment:
     """A self-contained fragmented MP4 (H.264 + AAC, equal lengths) that a MediaSource can append
-    after the previous one; `state` is the animator's continuity state to pass to the next call."""
+    after the previous one; `state` is the animator's continuity state to pass to the next call;
+    `rung`: the step of the animator's quality ladder that made it (0: the best)."""
 
     data: bytes
     duration_s: float
     mime: str
     state: Any
+    rung: int = 0
 
 
 class ClientError(ValueError):

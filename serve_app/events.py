@@ -126,6 +126,15 @@ class Segment(Event):
     text: str = Field(description="the sentence")
     duration_s: float
     mime: str
+    rung: int = Field(
+        0, description="the animator's quality rung that made it: 0 the best; higher, a lower frame rate "
+        "or size, chosen so that it arrives before the fragment before it has finished playing"
+    )
+    hold_s: float | None = Field(
+        None, description="a turn's first fragment only: the jitter buffer the server expects, from the "
+        "last turns of this session and of every session on its replica; the page starts playing this "
+        "long after it arrived, or longer if its own arrivals say so"
+    )
     bytes: int | None = Field(None, description="WebSocket: the size of the binary message that follows")
     url: str | None = Field(None, description="HTTP: GET it within limits.segment_ttl_s")
 
@@ -141,8 +150,9 @@ class Span(BaseModel):
 
 
 class Done(Event):
-    """The turn completed; per-stage seconds (asr, llm_first_token, llm, tts, animator,
-    first_segment, total)."""
+    """The turn completed; per-stage seconds (asr, llm_first_token, llm, tts, animator, total) and
+    seconds from the turn's start until its first clause went to TTS (first_clause), its first audio
+    came back (first_audio) and its first fragment was made (first_segment)."""
 
     type: Literal["done"] = "done"
     timings: dict[str, float]

@@ -51,6 +51,11 @@ def _get() -> dict | None:
                     description="Turn events: " + ", ".join(TURN_EVENTS) + " (TurnCounts says what each means)",
                     tag_keys=("event",),
                 ),
+                "fragments": Counter(
+                    "avatar_fragments",
+                    description="Fragments sent, by the animator's quality rung that made them (0: the best)",
+                    tag_keys=("rung",),
+                ),
             }
         except Exception as exc:  # never let telemetry break a turn
             log.warning("metrics disabled: %s", exc)
@@ -73,9 +78,14 @@ def count_rejection(reason: str) -> None:
         m["rejections"].inc(tags={"reason": reason})
 
 
+def count_fragment(rung: int) -> None:
+    if m := _get():
+        m["fragments"].inc(tags={"rung": str(rung)})
+
+
 TURN_EVENTS = (
     "started", "completed", "failed", "no_speech", "cancelled", "barge_in",
-    "speculative_started", "speculative_cancelled",
+    "speculative_started", "speculative_cancelled", "step_down", "step_up",
 )
 
 
@@ -85,7 +95,9 @@ class TurnCounts:
     Every turn counts `started` and then one outcome (completed, failed, no_speech, cancelled);
     `barge_in`: turns the user interrupted; `speculative_started`: hands-free turns started at a
     pause the turn model called the end, and `speculative_cancelled`: those of them cancelled because
-    the user went on (their audio merged into the next utterance)."""
+    the user went on (their audio merged into the next utterance); `step_down` / `step_up`: fragments
+    the animator made on a lower / higher quality rung than the session's fragment before
+    (`serve_app/playback.py`)."""
 
     def __init__(self) -> None:
         self.values = dict.fromkeys(TURN_EVENTS, 0)

@@ -24,7 +24,7 @@ from ray.serve.handle import DeploymentHandle
 from avatar_core.config import AppConfig
 from avatar_core.media import fragment_bounds
 from avatar_core.types import ClientError, Speech
-from serve_app import metrics
+from serve_app import metrics, playback
 from serve_app.conversation import Conversation
 from serve_app.errors import error
 from serve_app.events import Done, ReplyDelta, Segment, Transcript, TurnEvent, TurnStarted
@@ -202,6 +202,7 @@ class Turn:
         self.reply: list[str] = []
         self.spoken: dict[int, str] = {}  # sentences of which a fragment reached the transport
         self.fragments = 0
+        self.playback = playback.TurnPlayback(playback.session(conv.id), counts)  # the client's clock
         self.failed = False
         self.outcome = "cancelled"  # unless the event stream reaches its end
 
@@ -243,6 +244,7 @@ class Turn:
             # Remember only what the user got: the whole reply, or the sentences sent so far.
             completed = self.outcome == "completed"
             self.conv.remember(text, "".join(self.reply).strip() if completed else " ".join(self.spoken.values()))
+            self.playback.close()
             self.counts.inc(self.outcome)
 
     async def hear(self) -> str:
@@ -276,6 +278,8 @@ class Turn:
         written = [started]  # when the LLM began writing each sentence
 
         async def sentence_done(sentence: str) -> None:
+            if len(written) == 1:
+                self.timings.set("first_clause", self.timings.elapsed())  # the waterfall's
             self.timings.span("llm", written[-1], sentence=len(written) - 1)
             written.append(time.perf_counter())
             await self.sentences.put(sentence)
@@ -302,6 +306,8 @@ class Turn:
             request = self.stages.tts.options(stream=True).stream.remote(sentence, conv.voice_id, conv.language)
             chunks = stream_stage("tts", request, self.timeout_s)
             chunk = await anext(chunks, None)
+            if index == 0 and chunk is not None:
+                self.timings.set("first_audio", self.timings.elapsed())  # the waterfall's
             if chunk is None:
                 await self.audio.put((index, sentence, None, True))  # no audio at all
             while chunk is not None:
@@ -346,7 +352,7 @@ class Turn:
 
     def fragment_s(self) -> float:
         cfg = self.cfg.animator
-        return cfg.first_fragment_s if self.fragments == 0 else cfg.fragment_s
+        return self.playback.first_fragment_s(cfg.first_fragment_s, cfg.fragment_s) if self.fragments == 0 else cfg.fragment_s
 
     async def render(self, index: int, sentence: str, piece: Speech, ends_sentence: bool) -> None:
         cfg, conv = self.cfg.animator, self.conv
@@ -355,8 +361,10 @@ class Turn:
         count = len(fragment_bounds(n_frames, cfg.fps, first_s, cfg.fragment_s))
         started = time.perf_counter()
         async with conv.anim_lock:
+            # the animator makes each fragment on the best rung that reaches the client in time
             request = self.stages.face(conv.id).options(stream=True).animate.remote(
-                piece, conv.anim_state, conv.avatar_id, first_s, cfg.fragment_s
+                piece, conv.anim_state, conv.avatar_id, first_s, cfg.fragment_s,
+                self.playback.deadline(), self.playback.rung, self.playback.hold_s,
             )
             k, since = 0, started
             async for fragment in stream_stage("animator", request, self.timeout_s):
@@ -367,9 +375,11 @@ class Turn:
                     self.timings.set("first_segment", self.timings.elapsed())
                 segment = Segment(
                     index=self.fragments, sentence=index, last=ends_sentence and k == count - 1,
-                    text=sentence, duration_s=fragment.duration_s, mime=fragment.mime,
+                    text=sentence, duration_s=fragment.duration_s, mime=fragment.mime, rung=fragment.rung,
+                    hold_s=self.playback.hold_s if self.fragments == 0 else None,
                 )
                 await self.events.put((segment, fragment.data))
+                self.playback.sent(fragment.duration_s, fragment.rung)
                 self.fragments += 1
                 k += 1
         self.timings.add("animator", time.perf_counter() - started)

@@ -139,6 +139,23 @@ def replicas(app: str = "avatar") -> dict[str, list[dict]]:
     return out
 
 
+def animator_settled(app: str = "avatar", deadline_s: float = 120) -> list[dict]:
+    """The Animator's replicas once none is starting or stopping: the running ones. A replica that
+    Serve added under earlier turns' load and that is still starting (it measures its quality
+    ladder first) is not in `replicas()`, yet takes the next turn once it runs."""
+    from ray.serve.context import _get_global_client
+
+    end = time.monotonic() + deadline_s
+    while True:
+        dep = _get_global_client().get_serve_details()["applications"][app]["deployments"]["Animator"]
+        states = [r["state"] for r in dep["replicas"]]
+        if states and set(states) == {"RUNNING"}:
+            return replicas(app)["Animator"]
+        if time.monotonic() > end:
+            raise TimeoutError(f"the Animator's replicas did not settle: {states}")
+        time.sleep(0.5)
+
+
 def role(resources: dict) -> str:
     """A node's role in cluster.yaml, told by the resources only that worker type declares."""
     if "node:__internal_head__" in resources:

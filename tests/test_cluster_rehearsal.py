@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster_rehearsal import controller_env, deploy, node_types, nodes, rehearsal_config, replicas, role, wait_running
+from tests.cluster_rehearsal import (
+    animator_settled, controller_env, deploy, node_types, nodes, rehearsal_config, replicas, role, wait_running,
+)
 from tests.conftest import JFK_WORDS, stage_stats, wait_healthy
 from tests.redis_server import redis_server
 from tests.test_stages import words
@@ -141,7 +143,7 @@ def test_a_worker_node_killed_mid_turn_fails_that_turn_clearly_then_the_next_suc
     for _ in range(2):
         spare = add_fake_node(cluster, "l4_media")
         workers[spare.node_id] = spare
-    (animator,) = replicas()["Animator"]
+    (animator,) = animator_settled()
     victim = workers[animator["node_id"]]
     on_victim = {name for name, reps in replicas().items() for r in reps if r["node_id"] == victim.node_id}
     events = []

@@ -141,7 +141,7 @@ function connect() {
         const kind = pending.type === "segment" ? "speech" : "idle";
         if (kind === "idle") state.idlePending = false;
         if (kind === "idle" || state.turnId !== state.stoppedTurn) {  // never replay an interrupted turn
-          player.append(msg.data, pending.mime, pending.duration_s, kind, state.turnId, pending.sentence);
+          player.append(msg.data, pending.mime, pending.duration_s, kind, state.turnId, pending.sentence, pending.hold_s);
         }
         pending = null;
       }

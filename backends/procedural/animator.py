@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 from cachetools import LRUCache
 
+from avatar_core.media import held
+
 from . import motion, mouth
 from .avatar import Avatar, prepare_avatar
 from .eyelid import paint_lids
@@ -41,6 +43,10 @@ class ProceduralAnimator:
         avatar = prepare_avatar(image_rgb)
         self._rig(avatar)
         return avatar
+
+    def prepare_rig(self, avatar: Avatar) -> None:
+        """Build and cache the rig of an avatar made some other way (a rung's scaled copy)."""
+        self._rig(avatar)
 
     def render(self, avatar: Avatar, audio_16k: np.ndarray, state: AnimState) -> tuple[np.ndarray, AnimState]:
         """Frames (N, H, W, 3) uint8 RGB for this audio, N = ceil(len / (16000 / fps)), and the new state.
@@ -95,11 +101,15 @@ class ProceduralAnimator:
         params = self.params(avatar, frame0, opens, widths)
         img = avatar.image
         out = np.empty((len(params),) + img.shape, np.uint8)
-        out[:] = img
         y0, y1, x0, x1 = rig.region
         rest = np.zeros(len(PARAMS))
+        shown = set(held(len(params), avatar.hold))
         for i, p in enumerate(params):
             f = out[i]
+            if i not in shown:  # a lower frame rate: the frame before, held (the mux skips it)
+                f[:] = out[i - 1]
+                continue
+            f[:] = img
             f[y0:y1, x0:x1] = cv2.remap(img, rig.sample_map(p), None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
             pts = rig.landmarks_at(p)
             amount = float(np.clip((p[P["open"]] - 0.03) / 0.17, 0.0, 1.0))

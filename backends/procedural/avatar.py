@@ -20,16 +20,30 @@ MAX_SIDE = 1024
 
 @dataclass(frozen=True, eq=False)
 class Avatar:
-    """A face image ready to animate. `image` is RGB uint8 with even sides (yuv420p encodes it)."""
+    """A face image ready to animate. `image` is RGB uint8 with even sides (yuv420p encodes it);
+    `hold`: each rendered frame is shown this many frames (a rung of the quality ladder)."""
 
     image: np.ndarray
     landmarks: np.ndarray
     key: str = field(default="")
+    hold: int = 1
 
     @property
     def size(self) -> tuple[int, int]:
         """(height, width) of every rendered frame."""
         return int(self.image.shape[0]), int(self.image.shape[1])
+
+
+def scaled(avatar: Avatar, scale: float, hold: int = 1) -> Avatar:
+    """The same face at `scale` of its size (each side even), landmarks scaled with it, rendering
+    every `hold`-th frame: what a lower rung of the quality ladder renders."""
+    h, w = avatar.size
+    sw, sh = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
+    if (sh, sw) == (h, w):
+        return Avatar(avatar.image, avatar.landmarks, avatar.key, hold)
+    img = np.ascontiguousarray(cv2.resize(avatar.image, (sw, sh), interpolation=cv2.INTER_AREA))
+    pts = avatar.landmarks * np.array([sw / w, sh / h], dtype=avatar.landmarks.dtype)
+    return Avatar(img, pts, f"{avatar.key}@{sw}x{sh}", hold)
 
 
 def prepare_avatar(image_rgb: np.ndarray) -> Avatar:
