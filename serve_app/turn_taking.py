@@ -252,12 +252,12 @@ class TurnTaking:
         return actions
 
     def reset(self) -> list[Action]:
-        """Mic switched, or the client cancelled: nothing carries over."""
+        """The mic was switched, or the client cancelled: no utterance or merge carries over (a turn
+        still running goes on, and ends with `turn_ended`)."""
         actions: list[Action] = self._forget()
         self.carry = None
-        if self.running:
-            self._turn_over()
-        self.state = State.LISTENING
+        if not self.running:
+            self.state = State.LISTENING
         return actions
 
     # ---- what the turn did ---------------------------------------------------------------------

@@ -4,26 +4,57 @@ The messages each way are the models in `serve_app/events.py` (reference: docs/p
 messages are JSON control messages (settings, mic, ptt, idle, interrupted, cancel, ping); binary
 messages are raw PCM while the mic is on, else one whole audio file each. Every `segment` and `idle`
 event is followed at once by one binary message with its media bytes.
+
+Hands-free, the endpointer (`serve_app/endpointing.py`) hears the microphone and the turn-taking
+state machine (`serve_app/turn_taking.py`) decides; this class carries out its actions: ASR of the
+speech so far at a pause, ending the utterance, starting a turn (with that transcript when it is
+of exactly this speech), cancelling one, merged or not.
+
+While the words of a pause are awaited, the PCM that arrives meanwhile waits too; when they come,
+the audio of the time ASR took is heard first, then the words, then the rest. The decision so
+depends on the audio alone and on how long ASR took, not on how fast the client sends: a page
+streaming in real time and a test sending a clip at once see the same turns.
 """
 
 import asyncio
 import json
 import logging
+import time
 
 import numpy as np
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from serve_app import events as ev
+from serve_app import turn_taking as tt
 from serve_app.admission import Overloaded
 from serve_app.conversation import Conversation
-from serve_app.endpointing import RATE, Endpointer, SpeechStart, UtteranceEnd
+from serve_app.endpointing import RATE, Endpointer, Pause, Resume, SpeechStart, UtteranceEnd
 from serve_app.errors import error
 from serve_app.security import client_of
-from serve_app.service import Rejected, TurnService
-from serve_app.turn import StageError, call_stage
+from serve_app.service import Rejected, TurnService, new_id
+from serve_app.turn import StageError, Turn, call_stage
 
 log = logging.getLogger("ray.serve")
+
+
+class HeardTurn(Turn):
+    """A turn whose speech was already sent to ASR at the pause where it ended: it waits for that
+    transcript instead of asking again (and asks itself if that request failed)."""
+
+    def __init__(self, *args, heard: asyncio.Task):
+        super().__init__(*args)
+        self.heard = heard
+
+    async def hear(self) -> str:
+        started = time.perf_counter()
+        try:
+            text = await self.heard
+        except StageError:
+            return await super().hear()
+        self.timings.set("asr", time.perf_counter() - started)  # the wait: ASR began at the pause
+        self.timings.span("asr", started, reused=True)
+        return text
 
 
 class WsSession:
@@ -34,16 +65,17 @@ class WsSession:
         self.cfg = service.cfg
         self.conv: Conversation | None = None  # set by open()
         self.turn: asyncio.Task | None = None
-        self.turn_spoke = False  # the running turn has sent speech
-        self.turn_speculative = False  # it started at a pause the turn model called the end
-        self.last_pcm: np.ndarray | None = None  # the running turn's utterance
-        self.carry: np.ndarray | None = None  # speech of a turn interrupted before it spoke
         self.turn_id = ""  # the latest turn and the sentences it sent, in order
         self.sent: list[str] = []
         self.idle: asyncio.Task | None = None
         self.streaming = False
         self.ptt: list[np.ndarray] | None = None  # push-to-talk audio while the key is down
-        self.endpointer = Endpointer(self.cfg.endpointing)
+        self.endpointer = Endpointer(self.cfg.endpointing, decide=False)
+        self.taking = tt.TurnTaking(self.cfg.endpointing)
+        self.heard: dict[int, asyncio.Task] = {}  # transcripts of the speech up to a pause, by key
+        self.held: list[np.ndarray] | None = None  # PCM that arrived while a pause's words were awaited
+        self.waiters: set[asyncio.Task] = set()
+        self._ear = asyncio.Lock()  # the endpointer and the state machine: one event at a time
         self._send_lock = asyncio.Lock()  # a segment's JSON and its bytes go out back to back
 
     async def send(self, event: ev.Event, data: bytes | None = None) -> None:
@@ -88,8 +120,8 @@ class WsSession:
         except Rejected as exc:
             await self.send(error(exc.code, exc.message))
             return
-        await self.cancel_turn("new_turn")
-        await self.start_turn(pcm)
+        async with self._ear:
+            await self.act(self.taking.utterance(pcm, merge=False))
 
     async def pcm(self, data: bytes) -> None:
         if len(data) % 2 or len(data) > RATE * 2:  # at most one second of s16le a message
@@ -101,31 +133,104 @@ class WsSession:
             if sum(map(len, self.ptt)) > self.cfg.limits.max_audio_s * RATE:
                 await self.end_ptt()
             return
-        # In a thread: at a pause the turn model takes tens of ms, which would stall every session.
-        for event in await asyncio.to_thread(self.endpointer.push, chunk):
-            if isinstance(event, SpeechStart):
-                barge_in = self.turn is not None and not self.turn.done()
-                await self.send(ev.SpeechStarted(barge_in=barge_in))
-                if barge_in:
-                    # Not answered yet: the user was not finished; their next utterance continues
-                    # this one, so the turn is redone with both ("merged").
-                    merged = not self.turn_spoke
-                    if merged:
-                        self.carry = self.last_pcm
-                        if self.turn_speculative:  # started early, and the user was not done
-                            self.service.counts.inc("speculative_cancelled")
-                    await self.cancel_turn("barge_in", merged=merged)
-            elif isinstance(event, UtteranceEnd):
-                await self.utterance(event.pcm, event.speculative)
+        async with self._ear:
+            if self.held is not None:
+                self.held.append(chunk)
+            else:
+                await self.hear([chunk])
 
-    async def utterance(self, pcm: np.ndarray, speculative: bool = False) -> None:
-        if self.carry is not None:
-            pcm, self.carry = np.concatenate([self.carry, pcm]), None
-        await self.send(ev.UtteranceEnded(duration_s=round(len(pcm) / RATE, 2), speculative=speculative))
-        await self.cancel_turn("new_turn")
-        if await self.start_turn(pcm) and speculative:
-            self.turn_speculative = True
-            self.service.counts.inc("speculative_started")
+    async def hear(self, chunks: list[np.ndarray]) -> None:
+        """Push PCM through the endpointer and act on what it hears; once a pause's words are
+        awaited, the rest waits with them (`held`). Called with `_ear` held."""
+        for k, chunk in enumerate(chunks):
+            # In a thread: at a pause the turn model takes tens of ms, which would stall every session.
+            for event in await asyncio.to_thread(self.endpointer.push, chunk):
+                await self.on(event)
+            if self.held is not None:
+                self.held.extend(chunks[k + 1 :])
+                return
+
+    async def on(self, event) -> None:
+        taking, now = self.taking, event.at_s
+        if isinstance(event, SpeechStart):
+            await self.send(ev.SpeechStarted(barge_in=taking.running))
+            await self.act(taking.speech_started(now))
+        elif isinstance(event, Pause):
+            await self.act(taking.paused(now, event.pcm, event.p_complete))
+        elif isinstance(event, Resume):
+            await self.act(taking.resumed(now))
+        elif isinstance(event, UtteranceEnd):
+            duration = len(event.pcm) + (0 if taking.carry is None else len(taking.carry))
+            await self.send(ev.UtteranceEnded(duration_s=round(duration / RATE, 2), speculative=event.speculative))
+            await self.act(taking.utterance_ended(now, event.pcm, event.speculative))
+
+    async def act(self, actions: list[tt.Action]) -> None:
+        """Carry out the state machine's actions, in order. Called with `_ear` held."""
+        for action in actions:
+            match action:
+                case tt.Transcribe(key=key, pcm=pcm):
+                    self.transcribe(key, pcm)
+                case tt.Forget(key=key):
+                    if (task := self.heard.pop(key, None)) is not None:
+                        task.cancel()
+                case tt.EndUtterance():
+                    if (end := self.endpointer.end()) is not None:
+                        await self.on(end)
+                case tt.CancelTurn(reason=reason, merged=merged, withdraw=withdraw, speculative=speculative):
+                    if merged and speculative:  # started early, and the user was not done
+                        self.service.counts.inc("speculative_cancelled")
+                    await self.cancel_turn(reason, merged=merged, withdraw=withdraw)
+                case tt.StartTurn(pcm=pcm, transcript=key, speculative=speculative, turn=serial):
+                    heard = self.heard.pop(key, None) if key is not None else None
+                    for task in self.heard.values():
+                        task.cancel()
+                    self.heard.clear()
+                    if await self.start_turn(pcm, serial, heard) and speculative:
+                        self.service.counts.inc("speculative_started")
+
+    def transcribe(self, key: int, pcm: np.ndarray) -> None:
+        """ASR of the speech so far, at a pause, while the user may go on. With `words`, the decision
+        waits for it, and so does the PCM that arrives meanwhile (`held`)."""
+        request = self.service.stages.asr.transcribe.remote(pcm, self.conv.language)
+        task = self.heard[key] = asyncio.create_task(call_stage("asr", request, self.cfg.limits.stage_timeout_s))
+        if self.cfg.endpointing.words:
+            self.held = []
+            waiter = asyncio.create_task(self.words_of(key, task, time.perf_counter()))
+            self.waiters.add(waiter)
+            waiter.add_done_callback(self.waiters.discard)
+
+    async def words_of(self, key: int, task: asyncio.Task, started: float) -> None:
+        # At most incomplete_silence_s: a slow ASR (queued behind other sessions) holds no decision
+        # longer than the long silence would; the turn can still use the transcript when it comes.
+        try:
+            text = await asyncio.wait_for(asyncio.shield(task), self.cfg.endpointing.incomplete_silence_s)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise  # the session is closing
+            text = None  # forgotten: the speaker went on, or the mic was switched
+        except (StageError, TimeoutError):
+            text = None  # the decision waits for the long silence; a turn asks ASR itself
+        except Exception as exc:
+            log.warning("speculative ASR failed", exc_info=exc)
+            text = None
+        took = time.perf_counter() - started
+        async with self._ear:
+            held, self.held = self.held or [], None
+            # first the audio of the time ASR took (speech may have come back meanwhile), then the words
+            n, k = int(took * RATE), 0
+            while k < len(held) and n > 0:
+                n -= len(held[k])
+                k += 1
+            await self.hear(held[:k])
+            if self.held is not None:  # another pause in that audio: its words come next
+                self.held.extend(held[k:])
+                return
+            if text is not None:
+                await self.act(self.taking.heard(key, text))
+            if self.held is None:
+                await self.hear(held[k:])
+            else:
+                self.held.extend(held[k:])
 
     async def end_ptt(self) -> None:
         chunks, self.ptt = self.ptt or [], None
@@ -133,7 +238,11 @@ class WsSession:
         if len(pcm) < RATE * self.cfg.endpointing.min_speech_s:
             await self.send(error("too_short", "hold the button while you speak"))
             return
-        await self.utterance(pcm)
+        async with self._ear:
+            carry = self.taking.carry
+            duration = len(pcm) + (0 if carry is None else len(carry))
+            await self.send(ev.UtteranceEnded(duration_s=round(duration / RATE, 2), speculative=False))
+            await self.act(self.taking.utterance(pcm))
 
     # ---- control -------------------------------------------------------------------------
 
@@ -149,18 +258,23 @@ class WsSession:
         match msg:
             case ev.Cancel():
                 await self.cancel_turn("client")
+                async with self._ear:
+                    await self.act(self.taking.reset())
             case ev.Ping():
                 await self.send(ev.Pong())
             case ev.Settings():
                 await self.settings(msg)
             case ev.Mic(on=on):
                 self.streaming = on
-                self.endpointer.reset()
-                self.ptt, self.carry = None, None
+                async with self._ear:
+                    self.endpointer.reset()
+                    self.held, self.ptt = None, None
+                    await self.act(self.taking.reset())
             case ev.PushToTalk() if not self.streaming:
                 await self.send(error("mic_off", 'push-to-talk streams PCM: send {"type": "mic", "on": true} first'))
             case ev.PushToTalk(down=True):
-                await self.cancel_turn("barge_in")
+                async with self._ear:
+                    await self.act(self.taking.interrupt())
                 self.ptt = []
             case ev.PushToTalk(down=False) if self.ptt is not None:
                 await self.end_ptt()
@@ -194,26 +308,31 @@ class WsSession:
 
     # ---- turns ---------------------------------------------------------------------------
 
-    async def start_turn(self, pcm: np.ndarray) -> bool:
-        try:  # callers cancel this session's running turn first, which frees its slot
+    async def start_turn(self, pcm: np.ndarray, serial: int = 0, heard: asyncio.Task | None = None) -> bool:
+        try:  # the state machine cancels this session's running turn first, which frees its slot
             slot = self.service.gate.admission.acquire("turn", client_of(self.websocket.scope))
         except Overloaded as exc:
+            if heard is not None:
+                heard.cancel()
+            self.taking.turn_ended(serial)
             await self.send(error("overloaded", str(exc)))
             return False
-        self.last_pcm, self.turn_spoke, self.turn_speculative = pcm, False, False
-        self.turn = asyncio.create_task(self.run(pcm))
+        if heard is not None:
+            turn = HeardTurn(self.service.stages, self.cfg, self.conv, pcm, new_id(), self.service.counts, heard=heard)
+        else:
+            turn = self.service.turn(self.conv, pcm)
+        self.turn = asyncio.create_task(self.run(turn, serial))
         self.turn.add_done_callback(lambda _, s=slot: s.release())
         return True
 
-    async def run(self, pcm) -> None:
-        turn = self.service.turn(self.conv, pcm)
+    async def run(self, turn: Turn, serial: int) -> None:
         self.turn_id, self.sent = turn.turn_id, []
         try:
             async with self.service.running(turn, failed=lambda exc: not self.gone(exc)) as events:
                 async for event, data in events:
                     if isinstance(event, ev.Segment):
                         event.bytes = len(data)
-                        self.turn_spoke = True
+                        self.taking.spoke(serial)
                         if event.sentence == len(self.sent):  # a sentence's first fragment
                             self.sent.append(event.text)
                     await self.send(event, data)
@@ -224,6 +343,8 @@ class WsSession:
                 return  # the client left mid-turn; the turn's cleanup has cancelled the stages
             log.error("turn=%s failed in the session", turn.turn_id, exc_info=exc)
             await self.send(error("internal_error", "the turn failed on the server"))
+        finally:
+            self.taking.turn_ended(serial)  # no-op if the state machine has cancelled it
 
     def gone(self, exc: Exception) -> bool:
         """The client has disconnected (sending then raises, depending on the server's stack)."""
@@ -231,10 +352,21 @@ class WsSession:
             self.websocket.client_state, self.websocket.application_state
         )
 
-    async def cancel_turn(self, reason: str = "client", notify: bool = True, merged: bool = False) -> None:
+    async def cancel_turn(
+        self, reason: str = "client", notify: bool = True, merged: bool = False, withdraw: bool = False
+    ) -> None:
+        """Cancel the running turn. `withdraw`: it had spoken, but the user had only paused: what it
+        said leaves the history too (the merged utterance is answered whole)."""
         if self.turn and not self.turn.done():
+            remembered = len(self.conv.history)
             self.turn.cancel()
             await asyncio.gather(self.turn, return_exceptions=True)
+            if withdraw and len(self.conv.history) > remembered:
+                self.conv.keep_heard("")  # drops the exchange the cancelled turn remembered
+                try:
+                    await self.service.save(self.conv)
+                except Rejected as exc:
+                    await self.send(error(exc.code, exc.message))
             if reason == "barge_in":
                 self.service.counts.inc("barge_in")
             if notify:
@@ -266,6 +398,8 @@ class WsSession:
 
     async def close(self) -> None:
         await self.cancel_turn(notify=False)
+        for task in [*self.heard.values(), *self.waiters]:
+            task.cancel()
         if self.idle:
             self.idle.cancel()
             await asyncio.gather(self.idle, return_exceptions=True)

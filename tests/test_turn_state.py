@@ -202,9 +202,15 @@ def test_push_to_talk_and_files():
     assert cancel.merged and len(tt.carry) == 8_000
     (start,) = tt.utterance(speech(4_000, 3.0), merge=False)
     assert len(start.pcm) == 4_000 and tt.carry is None
-    # the mic switched off and on: nothing carries over, nothing runs
-    tt.speech_started(6.0)
+    # the mic switched off and on: no utterance or merge carries over; a running turn goes on
+    (cancel,) = tt.speech_started(6.0)
+    assert cancel.merged and tt.carry is not None
     assert tt.reset() == [] and tt.state is State.LISTENING and tt.carry is None and not tt.running
+    (start,) = tt.utterance(speech(4_000, 4.0))
+    tt.reset()
+    assert tt.running and tt.state is State.THINKING
+    tt.turn_ended(start.turn)
+    assert tt.state is State.LISTENING
 
 
 def test_a_transcript_is_reused_only_for_the_speech_it_heard():
