@@ -65,6 +65,7 @@ import yaml
 
 from benchmarks import cpu_usage
 from benchmarks import voice_to_face as v2f
+from capacity.stats import quantile
 from capacity.schema import (
     AnimatorCost,
     AsrCost,
@@ -150,9 +151,10 @@ class Graph:
     def ws_url(self, app: str = "") -> str:
         return f"ws://127.0.0.1:{self.port}{'/' + app if app else ''}/ws"
 
-    def second_ingress(self, name: str, cfg, own: tuple[str, ...]):
+    def second_ingress(self, name: str, cfg, own: tuple[str, ...], autoscaled: bool = False):
         """An ingress with `cfg` at /`name`, with its own deployments of the stages in `own` (built
-        from `cfg`) and the main app's others; its handle."""
+        from `cfg`, scaled as serve_config.yaml scales the main app's when `autoscaled`) and the main
+        app's others; its handle."""
         from ray import serve
 
         from deployments.animator import Animator
@@ -169,7 +171,9 @@ class Graph:
             if stage in own:
                 extra = storage if stage in ("tts", "animator") else ()
                 app = stage_app(classes[stage], stage, getattr(cfg, stage), *extra)
-                stages.append(with_options(app, ray_actor_options={"num_cpus": 0, "num_gpus": 0}))
+                scaling = {k: v for k, v in self.options.get(STAGE_NAMES[stage], {}).items()
+                           if k in ("autoscaling_config", "max_ongoing_requests")} if autoscaled else {}
+                stages.append(with_options(app, ray_actor_options={"num_cpus": 0, "num_gpus": 0}, **scaling))
             else:
                 stages.append(self.stages[stage])
         ingress = Ingress.options(ray_actor_options={"num_cpus": 0, "num_gpus": 0}).bind(*stages, cfg)
@@ -614,6 +618,156 @@ async def run(args) -> BenchResult:
     return BenchResult(**out)
 
 
+# ---- playback: the quality ladder and the page's jitter buffer, before and after ----------------
+
+BEFORE = {"animator": {"ladder": [{"name": "25 fps"}]}}  # one rung: the animator as it was
+WATERFALL = [("end of turn", "utterance_end"), ("transcript", "transcript"), ("first token", "first_token"),
+             ("first clause", "first_clause"), ("first TTS audio", "first_audio"),
+             ("first fragment made", "first_fragment"), ("first fragment received", "sent")]
+
+
+def page_holds(turns: list[v2f.Turn]) -> list[float]:
+    """The jitter buffer the page (ui/player.js) would have held each of one client's turns, in
+    order: from the needs of the turns before it (serve_app/playback.py, the same arithmetic), or
+    the server's figure on the turn's first segment when that is longer."""
+    from avatar_core.playback import MAX_HOLD_S, hold_s, need
+
+    holds, needs = [], []
+    for t in turns:
+        hint = min(MAX_HOLD_S, t.segments[0]["hold_s"]) if t.segments else 0.0
+        holds.append(max(hold_s(needs), hint))
+        if len(t.segments) > 1:
+            needs.append(need([g["t"] for g in t.segments], [g["duration_s"] for g in t.segments]))
+    return holds
+
+
+def stalls(segments: list[dict], hold_s: float) -> list[dict]:
+    """Each fragment that came after the one before had finished (a page holding `hold_s`): its
+    index, whether it starts a sentence, how late it came, its rung and length."""
+    out, end = [], segments[0]["t"] + hold_s if segments else 0.0
+    for k, g in enumerate(segments):
+        if g["t"] > end:
+            out.append({"index": k, "new_sentence": k > 0 and g["sentence"] != segments[k - 1]["sentence"],
+                        "late_s": round(g["t"] - end, 3), "rung": g["rung"], "duration_s": g["duration_s"]})
+            end = g["t"]
+        end += g["duration_s"]
+    return out
+
+
+def waterfall(t: v2f.Turn) -> dict[str, float]:
+    """A turn's milestones in seconds after the last voiced sample: the client's own (the events it
+    received) and the server's, placed after the `turn` event by the offsets `done` reports."""
+    m, server = t.marks, t.timings
+    out = {"utterance_end": t.endpointing_s, "transcript": t.endpointing_s + t.asr_s,
+           "first_token": m.get("first_token"), "first_clause": m.get("first_clause"),
+           "first_audio": m["turn"] + server["first_audio"] if "first_audio" in server else None,
+           "first_fragment": m["turn"] + server["first_segment"] if "first_segment" in server else None,
+           "sent": t.v2f_s}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def playback_row(arm: str, sessions: int, turns: list[v2f.Turn], detail: list[TurnRecord]) -> dict:
+    """One arm at one number of sessions: underruns (on a page without a buffer, and with the
+    page's buffer for `after`), the rungs used, and voice to face with and without the hold."""
+    by_client: dict[int, list[int]] = {}
+    for k, d in enumerate(detail):
+        by_client.setdefault(d.session, []).append(k)
+    from avatar_core.playback import need
+
+    holds = [0.0] * len(turns)
+    if arm == "after":
+        for ks in by_client.values():
+            for k, h in zip(ks, page_holds([turns[k] for k in ks])):
+                holds[k] = h
+    rungs: dict[int, int] = {}
+    for t in turns:
+        for g in t.segments:
+            rungs[g["rung"]] = rungs.get(g["rung"], 0) + 1
+    v2f_s = [t.v2f_s for t in turns]
+    played = [t.v2f_s + h for t, h in zip(turns, holds)]
+    detail = [{"session": d.session, "input": d.input, "hold_s": h, "v2f_s": t.v2f_s,
+               "need_s": need([g["t"] for g in t.segments], [g["duration_s"] for g in t.segments]),
+               "late": stalls(t.segments, h)} for t, d, h in zip(turns, detail, holds)]
+    return {"arm": arm, "sessions": sessions, "turns": len(turns), "detail": detail,
+            "fragments": sum(len(t.segments) for t in turns),
+            "underruns_no_buffer": sum(t.underruns() for t in turns),
+            "underruns": sum(t.underruns(h) for t, h in zip(turns, holds)),
+            "turns_with_underruns": sum(t.underruns(h) > 0 for t, h in zip(turns, holds)),
+            "rungs": dict(sorted(rungs.items())), "hold_p50_s": quantile(holds, 0.5), "hold_max_s": max(holds),
+            "v2f_p50_s": quantile(v2f_s, 0.5), "v2f_p95_s": quantile(v2f_s, 0.95),
+            "played_p50_s": quantile(played, 0.5), "played_p95_s": quantile(played, 0.95),
+            "waterfall_p50_s": {k: quantile([w[k] for w in map(waterfall, turns) if k in w], 0.5)
+                                for _, k in WATERFALL}}
+
+
+async def playback_ab(args) -> dict:
+    """The concurrency runs twice per number of sessions, arms alternating: `before`, an ingress
+    whose animator has one rung (as it was), on a page that plays each fragment on arrival; `after`,
+    the shipped graph (the ladder) on the page with its jitter buffer. The same ASR, LLM and TTS
+    replicas serve both."""
+    from avatar_core.media import decode_audio
+    from ray import serve
+
+    cfg = bench_config()
+    started_at, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
+    local = await local_stages(cfg, only=("tts",))
+    questions = QUESTIONS[: args.questions]
+    clips = [decode_audio(v2f.JFK.read_bytes(), 60)] + [await spoken(local["tts"], q) for q in questions]
+    ends = [v2f.speech_end_s(p) for p in clips]
+    del local
+    graph = Graph(cfg)
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        graph.second_ingress("before", bench_config(BEFORE), own=("animator",), autoscaled=True)
+        urls = {"before": graph.ws_url("before"), "after": graph.ws_url()}
+        for pcm, end in zip(clips, ends):  # warm: one unmeasured turn per input on each arm
+            for url in urls.values():
+                await v2f.hands_free(url, pcm, end_s=end)
+        log("warm")
+        rows = []
+        for i, n in enumerate(args.sessions):
+            turns = args.runs * len(clips) if n == 1 else max(1, args.session_turns or args.runs)
+            for arm in (("before", "after") if i % 2 == 0 else ("after", "before")):
+                conc, got = await sessions_at_once(urls[arm], clips, ends, n, turns)
+                rows.append(playback_row(arm, n, got, conc.turns_detail))
+                log(arm, n, {k: rows[-1][k] for k in ("underruns_no_buffer", "underruns", "rungs", "v2f_p50_s")})
+                log(json.dumps([d for d in rows[-1]["detail"] if d["late"]]))  # where the stalls were
+        ladder = await serve.get_deployment_handle("Animator", app_name="avatar").ladder_stats.remote()
+    finally:
+        graph.close()
+    return {"rows": rows, "ladder": ladder, "date": started_at, "commit": commit(), "cpus": os.cpu_count(),
+            "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def playback_tables(r: dict) -> str:
+    rows = r["rows"]
+    lines = [f"Playback: {r['date']}, commit {r['commit']}, {r['cpus']} CPUs, load {r['load_before'][0]:.1f} before / "
+             f"{r['load_after'][0]:.1f} after", "",
+             "| sessions | arm | turns | fragments | underruns, page without buffer | underruns, the arm's page | "
+             "turns with one | rungs used (fragments) | page's hold p50 / max (s) | v2f p50 / p95 (s) | "
+             "v2f + hold p50 / p95 (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for x in rows:
+        rungs = ", ".join(f"{k}: {v}" for k, v in x["rungs"].items())
+        lines.append(f"| {x['sessions']} | {x['arm']} | {x['turns']} | {x['fragments']} | {x['underruns_no_buffer']} | "
+                     f"{x['underruns']} | {x['turns_with_underruns']} | {rungs} | {x['hold_p50_s']:.2f} / "
+                     f"{x['hold_max_s']:.2f} | {x['v2f_p50_s']:.2f} / {x['v2f_p95_s']:.2f} | "
+                     f"{x['played_p50_s']:.2f} / {x['played_p95_s']:.2f} |")
+    lines += ["", "Waterfall, p50 seconds after the last voiced sample:", "",
+              "| sessions | arm | " + " | ".join(name for name, _ in WATERFALL) + " |",
+              "|---|---|" + "---|" * len(WATERFALL)]
+    for x in rows:
+        w = x["waterfall_p50_s"]
+        lines.append(f"| {x['sessions']} | {x['arm']} | " + " | ".join(f"{w[k]:.2f}" for _, k in WATERFALL) + " |")
+    lad = r["ladder"]
+    lines += ["", f"Ladder (one Animator replica; load factor {lad['load']:.2f} at the end):", "",
+              "| rung | name | fixed (s) | per second of speech (s) | a 1 s fragment (s) | fragments |",
+              "|---|---|---|---|---|---|"]
+    for k, (name, c) in enumerate(zip(lad["names"], lad["rungs"])):
+        lines.append(f"| {k} | {name} | {c['fixed_s']:.4f} | {c['per_s']:.4f} | {c['fixed_s'] + c['per_s']:.3f} | "
+                     f"{c['fragments']} |")
+    return "\n".join(lines)
+
+
 def _cycle(n: int):
     """The input index of each turn of the one-session run (client 0 takes inputs in order)."""
     k = 0
@@ -711,12 +865,21 @@ def main() -> None:
     parser.add_argument("--ab", dest="ab", action="store_true", default=None,
                         help="compare the shipped thread settings with ALTERNATIVE (default: not with --quick)")
     parser.add_argument("--no-ab", dest="ab", action="store_false")
+    parser.add_argument("--playback-ab", action="store_true",
+                        help="only the concurrency runs, before (one animator rung, no page buffer) and after "
+                        "(the quality ladder, the page's jitter buffer), with underruns, rungs and the waterfall")
     args = parser.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     args.questions = min(len(QUESTIONS), args.questions if args.questions is not None else (1 if args.quick else 3))
     args.sessions = [int(s) for s in (args.sessions or ("1,2" if args.quick else "1,2,4")).split(",")]
     args.long_tokens = args.long_tokens or (200 if args.quick else 400)
     args.ab = not args.quick if args.ab is None else args.ab
+    if args.playback_ab:
+        result = asyncio.run(playback_ab(args))
+        print(playback_tables(result))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return
     result = asyncio.run(run(args))
     print(tables(result))
     if args.json:

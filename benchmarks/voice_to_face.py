@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from capacity.stats import quantile
+from serve_app.sentences import SentenceSplitter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,19 +69,24 @@ class Turn:
     voiced_s: float = 0.0
     done_s: float = 0.0
     cancelled_starts: list[tuple[float, float]] = field(default_factory=list)
+    # the waterfall, in seconds after the last voiced sample was sent: when the turn began (its
+    # `turn` event), the first reply delta, and the first clause (the turn's sentence splitter over
+    # the deltas as they arrived)
+    marks: dict = field(default_factory=dict)
 
     @property
     def v2f_s(self) -> float:
         return self.endpointing_s + self.asr_s + self.rest_s
 
-    def underruns(self) -> int:
-        return underruns([s["t"] for s in self.segments], [s["duration_s"] for s in self.segments])
+    def underruns(self, hold_s: float = 0.0) -> int:
+        return underruns([s["t"] for s in self.segments], [s["duration_s"] for s in self.segments], hold_s)
 
 
-def underruns(arrivals: list[float], durations: list[float]) -> int:
+def underruns(arrivals: list[float], durations: list[float], hold_s: float = 0.0) -> int:
     """Fragments that arrived after the previous one had finished playing, on a player that starts
-    at the first arrival and plays each fragment once it has arrived and the one before has ended."""
-    count, end = 0, arrivals[0] if arrivals else 0.0
+    `hold_s` after the first arrival (its jitter buffer) and plays each fragment once it has arrived
+    and the one before has ended."""
+    count, end = 0, arrivals[0] + hold_s if arrivals else 0.0
     for arrived, duration in zip(arrivals, durations):
         if arrived > end:  # never true for the first
             count, end = count + 1, arrived
@@ -175,9 +181,19 @@ def _timed(events: list[dict], sent_at: float) -> Turn:
     end = after("utterance_end", sent_at)
     transcript = after("transcript", end["t"])
     first = after("segment", transcript["t"])
-    segments = [{"t": e["t"] - sent_at, "duration_s": e["duration_s"], "sentence": e["sentence"]}
+    segments = [{"t": e["t"] - sent_at, "duration_s": e["duration_s"], "sentence": e["sentence"],
+                 "rung": e.get("rung", 0), "hold_s": e.get("hold_s") or 0.0}
                 for e in events if e["type"] == "segment" and e["t"] >= first["t"]]
     done = events[-1]
+    marks = {"turn": max((e["t"] for e in events if e["type"] == "turn" and e["t"] <= transcript["t"]),
+                         default=transcript["t"]) - sent_at}
+    splitter = SentenceSplitter()
+    for e in events:
+        if e["type"] == "reply" and e["t"] >= transcript["t"]:
+            marks.setdefault("first_token", e["t"] - sent_at)
+            if splitter.push(e["text"]):
+                marks["first_clause"] = e["t"] - sent_at
+                break
     return Turn(
         endpointing_s=end["t"] - sent_at,
         asr_s=transcript["t"] - end["t"],
@@ -187,6 +203,7 @@ def _timed(events: list[dict], sent_at: float) -> Turn:
         reply="".join(e["text"] for e in events if e["type"] == "reply" and e["t"] >= transcript["t"]).strip(),
         utterances=sum(e["type"] == "utterance_end" for e in events),
         timings=done.get("timings", {}),
+        marks=marks,
     )
 
 

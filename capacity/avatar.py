@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from avatar_core.playback import hold_s, need, play
 from capacity.engine import EPS, Job
 
 if TYPE_CHECKING:
@@ -63,6 +64,10 @@ class TurnConfig:
     first_fragment_s: float = 0.4
     fragment_s: float = 1.0
     max_turns: int | None = None  # the ingress's admission.max_turns
+    # the client starts a reply's speech this long after its first fragment arrived (0: at once, as
+    # the page does); None: an adaptive jitter buffer, the largest need of the session's last five
+    # turns, at most 1 s (avatar_core/playback.py). Voice to face counts to the first frame shown.
+    hold_s: float | None = 0.0
 
 
 def draw(rng: random.Random, v):
@@ -201,18 +206,16 @@ class Turn:
         self.animate()
 
     def playback(self) -> dict:
-        """Client-side: play from the first arrival, each fragment when it has come and the one
-        before has ended; an underrun is a fragment that came after the one before had ended."""
-        end, underruns = self.arrivals[0], 0
-        for arrived, length in zip(self.arrivals, self.durations):
-            if arrived > end + 1e-6:
-                underruns += 1
-                end = arrived
-            end += length
+        """Client-side: play from the first arrival (plus the jitter buffer, `TurnConfig.hold_s`),
+        each fragment when it has come and the one before has ended; an underrun is a fragment that
+        came after the one before had ended."""
+        hold = self.cfg.hold_s if self.cfg.hold_s is not None else hold_s(self.session.needs)
+        start, underruns, end = play(self.arrivals, self.durations, hold)
+        self.session.needs.append(need(self.arrivals, self.durations))
         return {
             "speech_end": self.speech_end,
             "clip": self.clip,
-            "v2f_s": self.arrivals[0] - self.speech_end,
+            "v2f_s": start - self.speech_end,
             "endpointing_s": self.utterance_end - self.speech_end,
             "asr_s": self.asr_done - self.utterance_end,
             "underruns": underruns,
@@ -256,6 +259,7 @@ class Session:
         self.sim = sim
         self.turns_left = turns
         self.next_clip = index
+        self.needs: list[float] = []  # each turn's playback need, for the page's jitter buffer
         sim.loop.at(start, self.speak)
 
     def speak(self) -> None:

@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from capacity import report
+from capacity import front_door, report
 from capacity.inputs import L4_COSTS, l4_inputs, load_bench, load_interference
 from capacity.planning import Busy, Sizing, autoscale_rows, best_size, choose, size_rows
 from capacity.scenarios import l4_scenario, local_scenario
@@ -60,15 +60,28 @@ def validate(args) -> int:
     return 0 if worst_error(rows) <= AIM else 1
 
 
+def front(args) -> front_door.FrontDoorCost | None:
+    """The front door's measured costs named by --front-door (none: left out)."""
+    if args.front_door == "none":
+        return None
+    costs = front_door.load_costs(args.front_door_costs)
+    if args.front_door not in costs:
+        raise SystemExit(f"--front-door {args.front_door!r}: {args.front_door_costs} has {', '.join(costs)}")
+    return costs[args.front_door]
+
+
 def size(args) -> int:
-    print(report.size_intro(args.p95, args.minutes, args.gpu_sharing))
-    how = Sizing(seed=args.seed, minutes=args.minutes, gpu_sharing=args.gpu_sharing, fragment_s=args.fragment_s)
+    how = Sizing(seed=args.seed, minutes=args.minutes, gpu_sharing=args.gpu_sharing, fragment_s=args.fragment_s,
+                 underruns=args.underruns, hold_s=args.hold, front=front(args))
+    print(report.size_intro(args.p95, args.minutes, args.gpu_sharing, how))
     rows = []
     for row in size_rows(l4_inputs(args.costs), args.sessions, args.p95, how):
         print(report.size_row(row))
         rows.append(row)
     if best := best_size(rows):
         print(report.best_size(best, args.p95))
+    else:
+        print(report.no_size(args.p95))
     return 0
 
 
@@ -76,7 +89,7 @@ def autoscale(args) -> int:
     inputs = l4_inputs(args.costs)
     busy = Busy(p95=args.p95, peak=args.peak, minutes=args.minutes, seeds=range(args.seed, args.seed + args.seeds),
                 gpu_sharing=args.gpu_sharing, max_replicas=args.max_replicas, max_nodes=args.max_nodes,
-                max_turns=args.max_turns)
+                max_turns=args.max_turns, underruns=args.underruns, hold_s=args.hold, front=front(args))
     print(report.autoscale_intro(busy, inputs.node_start_s))
     rows = []
     for row in autoscale_rows(inputs, busy, args.upscale, args.downscale, args.targets):
@@ -104,6 +117,17 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--costs", type=Path, default=L4_COSTS)
     common.add_argument("--gpu-sharing", choices=("time-sliced", "free"), default="time-sliced",
                         help="time-sliced: requests on one L4 slow each other; free: no interference")
+    plan = argparse.ArgumentParser(add_help=False)  # what a plan must hold (size, autoscale)
+    plan.add_argument("--underruns", type=lambda t: None if t == "any" else float(t), default=0.0,
+                      help="the most underruns a plan may have, as a share of fragments (0.001: 0.1 %%; "
+                           "'any': p95 alone)")
+    plan.add_argument("--hold", type=lambda t: None if t == "adaptive" else float(t), default=0.0,
+                      help="the client starts a reply's speech this many seconds after its first fragment (0: at "
+                           "once, as the page does; 'adaptive': a jitter buffer of the largest need of the "
+                           "session's last 5 turns, at most 1 s); voice to face counts to the first frame shown")
+    plan.add_argument("--front-door", default="serve-40ms",
+                      help="the front door's measured costs by name in --front-door-costs ('none': left out)")
+    plan.add_argument("--front-door-costs", type=Path, default=front_door.FRONT_DOOR_COSTS)
     v = sub.add_parser("validate", parents=[common], help="simulate this machine against run.py's concurrency")
     v.add_argument("--bench", type=Path, nargs="+", required=True,
                    help="run.py --json output; several: their turns pooled (each needs turns_detail)")
@@ -117,13 +141,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", parents=[common], help="one run of the L4 cluster as configured")
     s.add_argument("--sessions", type=int, default=8)
     s.add_argument("--minutes", type=float, default=30.0)
-    z = sub.add_parser("size", parents=[common], help="fewest L4 nodes per number of sessions")
+    z = sub.add_parser("size", parents=[common, plan], help="fewest L4 nodes per number of sessions")
     z.add_argument("--p95", type=float, default=2.5)
     z.add_argument("--sessions", type=lambda t: [int(x) for x in t.split(",")], default=[4, 8, 16, 32])
     z.add_argument("--minutes", type=float, default=60.0)
     z.add_argument("--fragment-s", type=float, default=None,
                    help="the animator's later fragments (default: the config's)")
-    a = sub.add_parser("autoscale", parents=[common], help="autoscaling settings over a busy period")
+    a = sub.add_parser("autoscale", parents=[common, plan], help="autoscaling settings over a busy period")
     a.add_argument("--p95", type=float, default=2.5)
     a.add_argument("--peak", type=int, default=16)
     a.add_argument("--minutes", type=float, default=180.0)

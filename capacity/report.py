@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from capacity.inputs import NAMES
-from capacity.planning import AutoscaleRow, Busy, SizeRow
+from capacity.front_door import FrontDoorSize
+from capacity.planning import AutoscaleRow, Busy, SizeRow, Sizing, underrun_share
 from capacity.schema import BenchResult
 from capacity.sim import STAGES, Report, Scenario
 from capacity.validation import AIM, Validation, ValidationRow, worst_error
@@ -113,48 +114,77 @@ def pooled(rows: list[ValidationRow], benches: list[BenchResult], seeds: int) ->
 # ---- size ---------------------------------------------------------------------------------------
 
 SIZE_HEADER = ["sessions", "replicas asr/llm/tts/anim", "media L4", "LLM L4", "v2f p50 s", "v2f p95 s",
-               "underruns/fragments", "utilisation asr/llm/tts/anim", "sessions per L4"]
+               "underruns/fragments", "utilisation asr/llm/tts/anim", "front door: Ingress replicas, CPU nodes (limit)",
+               "sessions per L4"]
 
 
-def size_intro(p95: float, minutes: float, gpu_sharing: str) -> str:
-    return (f"Fewest L4 nodes for voice-to-face p95 <= {p95} s (replicas fixed, added one at a time "
-            f"to a stage and/or a media node added, whichever lowers p95 with the fewest nodes; "
-            f"{minutes:g} simulated minutes each, GPU sharing: {gpu_sharing}):\n\n" + table(SIZE_HEADER, []))
+def size_intro(p95: float, minutes: float, gpu_sharing: str, how: Sizing | None = None) -> str:
+    how = how or Sizing()
+    bound = "any" if how.underruns is None else f"at most {how.underruns:.1%} of fragments"
+    front = (f"front door: `{how.front.name}` ({how.front.message_ms} ms messages, "
+             f"+{how.front.latency_s * 1000:.0f} ms to voice to face)" if how.front else "front door left out")
+    return (f"Fewest L4 nodes for voice-to-face p95 <= {p95} s and underruns {bound} (replicas fixed, added "
+            f"one at a time to a stage and/or a media node added, whichever comes closest to the target with the "
+            f"fewest nodes; {minutes:g} simulated minutes each, GPU sharing: {gpu_sharing}; {hold(how.hold_s)}; "
+            f"{front}):\n\n" + table(SIZE_HEADER, []))
+
+
+def hold(hold_s: float | None) -> str:
+    if hold_s is None:
+        return "an adaptive jitter buffer (the largest need of the last 5 turns, at most 1 s)"
+    return "speech shown from the first fragment" if hold_s == 0 else f"speech shown {hold_s:g} s after the first fragment"
+
+
+def front_cells(f: FrontDoorSize | None) -> str:
+    if f is None:
+        return "-"
+    return f"{f.replicas}, {f.nodes} ({f.limit}, {f.node_sessions} a node){'' if f.within_config else ' over config'}"
 
 
 def size_row(row: SizeRow) -> str:
     r = row.report
     return line([str(row.sessions), "/".join(str(row.replicas[s]) for s in STAGES),
                  str(row.nodes.get("avatar_media", 0)), str(row.nodes.get("avatar_llm", 0)), f"{r.v2f_p50_s:.2f}",
-                 f"{r.v2f_p95_s:.2f}{'' if row.met else ' (missed)'}", f"{r.underruns}/{r.fragments}",
-                 " / ".join(f"{r.utilisation[s]:.2f}" for s in STAGES), f"{row.sessions_per_l4:.2f}"])
+                 f"{r.v2f_p95_s:.2f}{'' if row.met else ' (missed)'}",
+                 f"{r.underruns}/{r.fragments} ({underrun_share(r):.1%})",
+                 " / ".join(f"{r.utilisation[s]:.2f}" for s in STAGES), front_cells(row.front),
+                 f"{row.sessions_per_l4:.2f}"])
 
 
 def best_size(best: SizeRow, p95: float) -> str:
-    return (f"\nbest: {best.sessions} sessions on {sum(best.nodes.values())} L4s = {best.sessions_per_l4:.2f} "
-            f"sessions per L4 at p95 <= {p95} s")
+    front = f" and {best.front.nodes} CPU front nodes" if best.front else ""
+    return (f"\nbest: {best.sessions} sessions on {best.l4s} L4s{front} = {best.sessions_per_l4:.2f} "
+            f"sessions per L4 at p95 <= {p95} s, underruns {underrun_share(best.report):.1%}")
+
+
+def no_size(p95: float) -> str:
+    return f"\nno number of sessions met p95 <= {p95} s with underruns within the bound"
 
 
 # ---- autoscale ----------------------------------------------------------------------------------
 
 AUTOSCALE_HEADER = ["upscale_delay_s", "downscale_delay_s", "target_ongoing asr,tts / animator / llm", "v2f p50 s",
-                    "v2f p95 s", "refused turns", "L4 node-hours", "peak replicas asr/llm/tts/anim",
-                    "peak nodes media + llm"]
+                    "v2f p95 s", "refused turns", "underruns", "L4 node-hours", "peak replicas asr/llm/tts/anim",
+                    "peak nodes per type", "front door at the peak"]
 
 
 def autoscale_intro(busy: Busy, node_start_s: float) -> str:
     return (f"Autoscaling settings over a busy period ({busy.minutes:g} simulated minutes: quiet, a ramp to "
             f"{busy.peak} sessions at once, an hour at the peak, quiet; new L4 nodes take "
             f"{node_start_s:.0f} s; GPU sharing: {busy.gpu_sharing}; admission max_turns "
-            f"{busy.max_turns or 'as configured'}; means over {len(busy.seeds)} seeds), p95 target {busy.p95} s:\n\n"
+            f"{busy.max_turns or 'as configured'}; means over {len(busy.seeds)} seeds), p95 target {busy.p95} s, "
+            f"underruns {'any' if busy.underruns is None else f'at most {busy.underruns:.1%}'}"
+            f", {hold(busy.hold_s)}"
+            f"{f', front door `{busy.front.name}`' if busy.front else ''}:\n\n"
             + table(AUTOSCALE_HEADER, []))
 
 
 def autoscale_row(r: AutoscaleRow) -> str:
     single, anim, llm = r.targets
     return line([f"{r.upscale_delay_s:g}", f"{r.downscale_delay_s:g}", f"{single:g} / {anim:g} / {llm:g}",
-                 f"{r.v2f_p50_s:.2f}", f"{r.v2f_p95_s:.2f}", f"{r.refused:.0f}", f"{r.node_hours:.1f}",
-                 "/".join(str(r.peak_replicas[s]) for s in STAGES), " + ".join(str(v) for v in r.peak_nodes)])
+                 f"{r.v2f_p50_s:.2f}", f"{r.v2f_p95_s:.2f}", f"{r.refused:.0f}", f"{r.underrun_share:.1%}",
+                 f"{r.node_hours:.1f}", "/".join(str(r.peak_replicas[s]) for s in STAGES),
+                 " + ".join(str(v) for v in r.peak_nodes), front_cells(r.front)])
 
 
 def autoscale_choice(rows: list[AutoscaleRow], chosen: AutoscaleRow | None) -> str:

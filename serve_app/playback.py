@@ -23,35 +23,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
 
 from cachetools import LRUCache
 
+from avatar_core.playback import HOLD_STEP_S, LATE_S, MAX_HOLD_S, TURNS_REMEMBERED, hold_s, need  # noqa: F401 (re-exported)
 from serve_app.metrics import TurnCounts, count_fragment
-
-MAX_HOLD_S = 1.0  # the longest jitter buffer: beyond it, waiting costs more than a stall
-HOLD_STEP_S = 0.05  # the buffer is rounded up to this
-TURNS_REMEMBERED = 5
-LATE_S = 0.02  # lateness below this is noise (a timer tick, a socket write)
-
-
-def need(arrivals: Sequence[float], durations: Sequence[float]) -> float:
-    """How long after the first fragment's arrival playback must start so that no fragment arrives
-    after the one before has finished playing (0 when none would)."""
-    worst, played = 0.0, 0.0
-    for arrived, duration in zip(arrivals, durations):
-        worst = max(worst, arrived - arrivals[0] - played)
-        played += duration
-    return worst if worst >= LATE_S else 0.0
-
-
-def hold_s(needs: Sequence[float]) -> float:
-    """The jitter buffer for the next turn: the largest recent need, rounded up to HOLD_STEP_S,
-    at most MAX_HOLD_S."""
-    worst = max(needs[-TURNS_REMEMBERED:], default=0.0)
-    steps = -(-round(worst * 1000) // round(HOLD_STEP_S * 1000))  # whole steps, rounded up
-    return min(MAX_HOLD_S, steps * HOLD_STEP_S)
-
 
 class SessionPlayback:
     """One conversation's playback history: the rung of its last fragment, its turns' needs, and
