@@ -9,13 +9,7 @@ serves and adds, on the replica's own event loop (the one its routes and WebSock
   thread of the replica (`benchmarks/sampler.py`), dumped to `<dir>/<pid>.profile.json` each second.
 
 The directory comes from the environment (`SESSIONS_PROBE_DIR`), which the benchmark sets before it
-starts Ray.
-
-With `SESSIONS_LEAN_VAD=1` the replica's WebSocket sessions run as `serve_app/vad.py` proposes,
-without a line of `serve_app/ws_session.py` changed: their endpointer scores each message's windows
-in one ONNX call (`BatchedEndpointer`), and a push that cannot reach the turn model runs on the
-event loop instead of in a thread (`may_ask_turn_model`). This is how `--lean-vad` measures the
-change before the session's owner makes it."""
+starts Ray."""
 
 from __future__ import annotations
 
@@ -30,39 +24,11 @@ from serve_app.ingress import Ingress
 PERIOD_S = 0.02
 ENV_DIR = "SESSIONS_PROBE_DIR"
 ENV_PROFILE = "SESSIONS_PROFILE"
-ENV_LEAN_VAD = "SESSIONS_LEAN_VAD"
-
-
-class _InlineWhenCheap:
-    """Stands in for the `asyncio` module inside serve_app.ws_session: `to_thread(endpointer.push,
-    chunk)` runs the push on the loop when it cannot reach the turn model; all else is asyncio's."""
-
-    def __getattr__(self, name):
-        return getattr(asyncio, name)
-
-    @staticmethod
-    async def to_thread(fn, /, *args, **kwargs):
-        from serve_app.endpointing import Endpointer
-        from serve_app.vad import may_ask_turn_model
-
-        owner = getattr(fn, "__self__", None)
-        if isinstance(owner, Endpointer) and fn.__name__ == "push" and not may_ask_turn_model(owner, len(args[0])):
-            return fn(*args, **kwargs)
-        return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-def lean_vad() -> None:
-    from serve_app import vad, ws_session
-
-    ws_session.Endpointer = vad.BatchedEndpointer
-    ws_session.asyncio = _InlineWhenCheap()
 
 
 class ProbedIngress(Ingress.func_or_class):
     async def __init__(self, *args, **kwargs):
         await super().__init__(*args, **kwargs)
-        if os.environ.get(ENV_LEAN_VAD) == "1":
-            lean_vad()
         self._probe_dir = Path(os.environ.get(ENV_DIR) or "/tmp/avatar-sessions-probe")
         self._probe_dir.mkdir(parents=True, exist_ok=True)
         self._sampler = None

