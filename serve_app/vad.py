@@ -1,6 +1,6 @@
-"""What a listening session costs the ingress, cut (`serve_app/ws_session.py` runs its endpointer this way): Silero VAD over all of a message's windows in one
+"""What a listening session costs the ingress, cut: Silero VAD over all of a message's windows in one
 ONNX call, and the endpointer run on the event loop (no thread hop) whenever it cannot reach the
-turn model.
+turn model. `serve_app/ws_session.py` runs its endpointer this way.
 
 Measured (docs/benchmarks.md, "Many sessions"): per PCM message the session paid a hop to a worker
 thread (`asyncio.to_thread`) and one `session.run` per 32 ms window. The hop costs more CPU than the
