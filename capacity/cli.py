@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from capacity import front_door, report
-from capacity.inputs import L4_COSTS, l4_inputs, load_bench, load_interference
+from capacity.inputs import L4_COSTS, l4_inputs, load_bench, load_interference, with_animator_rtf
 from capacity.planning import Busy, Sizing, autoscale_rows, best_size, choose, size_rows
 from capacity.scenarios import l4_scenario, local_scenario
 from capacity.sim import Sim
@@ -29,8 +29,13 @@ from capacity.validation import AIM, validate_pooled, worst_error
 from capacity.validation import validate as validate_run
 
 
+def l4_costs(args):
+    """The L4 costs file, with Ditto at --animator-rtf if given."""
+    return with_animator_rtf(l4_inputs(args.costs), getattr(args, "animator_rtf", None))
+
+
 def simulate(args) -> int:
-    sc = l4_scenario(l4_inputs(args.costs), gpu_sharing=args.gpu_sharing)
+    sc = l4_scenario(l4_costs(args), gpu_sharing=args.gpu_sharing)
     r = Sim(sc, seed=args.seed).closed(args.sessions).run(args.minutes * 60, warmup_s=60)
     print(report.simulation(f"{args.sessions} sessions", r, sc))
     return 0
@@ -75,7 +80,7 @@ def size(args) -> int:
                  underruns=args.underruns, hold_s=args.hold, front=front(args))
     print(report.size_intro(args.p95, args.minutes, args.gpu_sharing, how))
     rows = []
-    for row in size_rows(l4_inputs(args.costs), args.sessions, args.p95, how):
+    for row in size_rows(l4_costs(args), args.sessions, args.p95, how):
         print(report.size_row(row))
         rows.append(row)
     if best := best_size(rows):
@@ -86,7 +91,7 @@ def size(args) -> int:
 
 
 def autoscale(args) -> int:
-    inputs = l4_inputs(args.costs)
+    inputs = l4_costs(args)
     busy = Busy(p95=args.p95, peak=args.peak, minutes=args.minutes, seeds=range(args.seed, args.seed + args.seeds),
                 gpu_sharing=args.gpu_sharing, max_replicas=args.max_replicas, max_nodes=args.max_nodes,
                 max_turns=args.max_turns, underruns=args.underruns, hold_s=args.hold, front=front(args))
@@ -117,6 +122,8 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--costs", type=Path, default=L4_COSTS)
     common.add_argument("--gpu-sharing", choices=("time-sliced", "free"), default="time-sliced",
                         help="time-sliced: requests on one L4 slow each other; free: no interference")
+    common.add_argument("--animator-rtf", type=float, default=None,
+                        help="Ditto's real-time factor instead of the costs file's (its fixed_s scales with it)")
     plan = argparse.ArgumentParser(add_help=False)  # what a plan must hold (size, autoscale)
     plan.add_argument("--underruns", type=lambda t: None if t == "any" else float(t), default=0.0,
                       help="the most underruns a plan may have, as a share of fragments (0.001: 0.1 %%; "

@@ -113,6 +113,18 @@ def l4_inputs(path: Path = L4_COSTS) -> L4Inputs:
                     turn=TurnConfig(**value(raw["turn"])), workload=Workload(**value(raw["workload"])))
 
 
+def with_animator_rtf(inputs: L4Inputs, rtf: float | None) -> L4Inputs:
+    """The same inputs with Ditto at real-time factor `rtf` (None: as they are): per_audio_s becomes
+    `rtf`, and fixed_s, the look-ahead audio each call renders before its first frame, scales with
+    it (the same audio at another rate). How the planner shows both ends of Ditto's range, and a
+    rung of its quality ladder."""
+    if rtf is None:
+        return inputs
+    anim = inputs.costs["animator"]
+    scaled = anim.fixed_s * rtf / anim.per_audio_s if anim.per_audio_s else anim.fixed_s
+    return replace(inputs, costs={**inputs.costs, "animator": replace(anim, per_audio_s=rtf, fixed_s=scaled)})
+
+
 def l4_node_types(node_start_s: float, nodes: dict[str, int] | None = None) -> list[NodeType]:
     """The worker node types of cluster.yaml (one L4 each); `nodes`: that many of each role, all up
     from the start, instead of its min/max workers."""

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 from capacity import avatar
 from capacity.avatar import Turn
 from capacity.engine import Job
-from capacity.inputs import L4_COSTS, l4_inputs
+from capacity.inputs import L4_COSTS, l4_inputs, with_animator_rtf
 from capacity.scenarios import l4_scenario
 from capacity.sim import Scenario, Sim
 from capacity.stats import quantile
@@ -159,14 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--animator-rtf", type=float, nargs="+", default=[None],
-                   help="Ditto's real-time factor (the animator's per_audio_s) to plan with instead of the "
-                   "costs file's, e.g. both ends of its range: 0.55 1.3")
+                   help="Ditto's real-time factor (the animator's per_audio_s; its fixed_s scales with it) to plan "
+                   "with instead of the costs file's, e.g. both ends of its range: 0.35 0.68")
     args = p.parse_args(argv)
-    inputs = l4_inputs(args.costs)
     rows = []
     for rtf in args.animator_rtf:
-        if rtf is not None:
-            inputs.costs["animator"] = replace(inputs.costs["animator"], per_audio_s=rtf)
+        inputs = with_animator_rtf(l4_inputs(args.costs), rtf)
         sc = l4_scenario(inputs, gpu_sharing=args.gpu_sharing)
         what = f"L4 plan{'' if rtf is None else f', Ditto RTF {rtf:g}'}"
         rows += [(f"{what}, {n} session{'s' if n > 1 else ''}", plan(sc, n, args.minutes, args.seed)) for n in args.sessions]

@@ -605,3 +605,15 @@ def test_unset_autoscaling_fields_take_serves_own_defaults():
     assert (ours.target_ongoing_requests, ours.upscale_delay_s, ours.downscale_delay_s, ours.look_back_period_s) == (
         ray.target_ongoing_requests, ray.upscale_delay_s, ray.downscale_delay_s, ray.look_back_period_s)
     assert Autoscaling.of(None, 3).min_replicas == Autoscaling.of(None, 3).max_replicas == 3
+
+
+def test_ditto_at_another_rtf_renders_its_look_ahead_at_that_rate_too():
+    """--animator-rtf: per_audio_s becomes the RTF and fixed_s (the look-ahead audio each call
+    renders before its first frame) scales with it; the other stages are untouched."""
+    from capacity.inputs import l4_inputs, with_animator_rtf
+
+    base = l4_inputs()
+    slow = with_animator_rtf(base, base.costs["animator"].per_audio_s * 2)
+    assert slow.costs["animator"].per_audio_s == pytest.approx(2 * base.costs["animator"].per_audio_s)
+    assert slow.costs["animator"].fixed_s == pytest.approx(2 * base.costs["animator"].fixed_s)
+    assert slow.costs["tts"] == base.costs["tts"] and with_animator_rtf(base, None) is base
