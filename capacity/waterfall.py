@@ -7,6 +7,7 @@ largest need of its last turns): underruns with and without it, and what the hol
 face.
 
     .venv/bin/python -m capacity.waterfall --sessions 1 8 [--costs capacity/costs/l4.yaml] [--gpu-sharing free]
+        [--animator-rtf 0.35 0.68] [--replicas asr=3,llm=2,tts=5,animator=5 --nodes avatar_media=10,avatar_llm=2]
 
 It runs the planner's simulation with `WaterfallTurn` (the model's own turn, recording when each
 milestone is reached) in place of `capacity.avatar.Turn`, so the sessions, stages and costs are
@@ -150,6 +151,11 @@ def table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def counts(text: str) -> dict[str, int]:
+    """'asr=3,tts=5' -> {'asr': 3, 'tts': 5}"""
+    return {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(",") if part)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 8])
@@ -160,11 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--animator-rtf", type=float, nargs="+", default=[None],
                    help="Ditto's real-time factor (the animator's per_audio_s; its fixed_s scales with it) to plan "
                    "with instead of the costs file's, e.g. both ends of its range: 0.35 0.68")
+    p.add_argument("--replicas", type=counts, default=None,
+                   help="replicas per stage, fixed (as `size` answers), e.g. asr=3,llm=2,tts=5,animator=5; "
+                   "default: the config's autoscaling")
+    p.add_argument("--nodes", type=counts, default=None,
+                   help="L4 nodes per role, all up from the start, e.g. avatar_media=10,avatar_llm=2")
     args = p.parse_args(argv)
     rows = []
     for rtf in args.animator_rtf:
         inputs = with_animator_rtf(l4_inputs(args.costs), rtf)
-        sc = l4_scenario(inputs, gpu_sharing=args.gpu_sharing)
+        sc = l4_scenario(inputs, fixed=args.replicas, nodes=args.nodes, gpu_sharing=args.gpu_sharing)
         what = f"L4 plan{'' if rtf is None else f', Ditto RTF {rtf:g}'}"
         rows += [(f"{what}, {n} session{'s' if n > 1 else ''}", plan(sc, n, args.minutes, args.seed)) for n in args.sessions]
     print(table(rows))

@@ -62,3 +62,14 @@ def test_a_plan_reports_every_milestone(scenario):
     assert set(s["milestones_p50_s"]) == {key for _, key in MILESTONES}
     assert s["milestones_p50_s"]["sent"] == pytest.approx(s["v2f_p50_s"], abs=0.5)
     assert s["underruns"] <= s["underruns_no_buffer"]
+
+
+def test_a_waterfall_can_plan_the_cluster_size_answered(capsys):
+    """--replicas and --nodes: the waterfall of a sized cluster (fixed replicas, nodes up from the
+    start) rather than the config's autoscaling from its minimum."""
+    from capacity.waterfall import counts, main
+
+    assert counts("asr=3,animator=5") == {"asr": 3, "animator": 5}
+    assert main(["--sessions", "2", "--minutes", "3", "--replicas", "asr=1,llm=1,tts=2,animator=2",
+                 "--nodes", "avatar_media=2,avatar_llm=1"]) == 0
+    assert "L4 plan, 2 sessions" in capsys.readouterr().out
