@@ -29,11 +29,22 @@ def node_types() -> dict:
     return load(CLUSTER_YAML)["available_node_types"]
 
 
-def controller_env() -> dict[str, str]:
-    """The Serve settings cluster.yaml's head starts Ray with (`VAR=value ray start --head`): the
-    controller, started from the head, reads them from its environment."""
-    (start,) = (c for c in load(CLUSTER_YAML)["head_start_ray_commands"] if "ray start --head" in c)
+# The front door: HAProxy in place of Serve's Python proxy, set on every node's `ray start`.
+FRONT_DOOR_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+
+def start_env(commands: str = "head_start_ray_commands") -> dict[str, str]:
+    """The Serve settings a node type's `ray start` in cluster.yaml sets (`VAR=value ray start ...`)."""
+    (start,) = (c for c in load(CLUSTER_YAML)[commands] if "ray start " in c)
     return dict(word.split("=", 1) for word in start.split() if word.startswith("RAY_SERVE_"))
+
+
+def controller_env() -> dict[str, str]:
+    """The Serve settings cluster.yaml's head starts Ray with, but the front door's: the controller,
+    started from the head, reads them from its environment. The rehearsals keep Serve's Python proxy:
+    their fake nodes share one machine, where an HAProxy per node would contend for one port (and
+    for the stats ports); tests/test_haproxy.py runs the HAProxy front door for real on one node."""
+    return {k: v for k, v in start_env().items() if k not in FRONT_DOOR_ENV}
 
 
 def llm_actor_options(llm: dict) -> dict:

