@@ -14,6 +14,7 @@ another HAProxy on the machine (a benchmark's) and any test cluster."""
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -247,6 +248,7 @@ def test_a_session_through_haproxy(jfk_bytes, tmp_path):
         left = haproxy_pids(home)
         for pid in left:  # should the line have missed any: by pid, this test's only
             os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
     print(f"HAProxy that outlived `serve run`: {survived}; left after the clean-up line: {left}")
     assert cleanup.returncode == 0, cleanup.stderr
     assert not left, f"the cluster's clean-up line left HAProxy {left} (of {survived} that outlived Ray)"
