@@ -479,7 +479,7 @@ def row_line(r: Row) -> str:
             f"{len(r.errors)} | {c.get('client', 0):.2f} | {c.get('machine', 0):.2f} |")
 
 
-HEADER = ("| stages | proxy | message ms | ingress replicas | sessions | n | per replica | ingress cores | proxy cores | "
+HEADER = ("| stages | proxy | message ms | ingress replicas | kind | sessions | per replica | ingress cores | proxy cores | "
           "front door cores per session | loop lag p50 / p95 / max ms | ping p50 / p95 ms | turns | "
           "V2F p50 / p95 s | underruns / fragments | errors | client cores | machine cores |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
