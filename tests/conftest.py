@@ -1,5 +1,8 @@
 """One real Ray cluster and one real deployment of the whole graph, shared by the test session."""
 
+import os
+import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -7,6 +10,17 @@ from pathlib import Path
 import pytest
 
 from serve_app.local import free_port, use_local_ray, wait_healthy  # noqa: F401 -- the tests import them from here
+
+
+def stop_serve_run(proc: subprocess.Popen) -> None:
+    """End a `serve run` started in a session of its own: SIGTERM to its process group (it ignores
+    SIGINT when not interactive), SIGKILL after a minute."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 use_local_ray()
 

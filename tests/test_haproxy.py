@@ -30,7 +30,7 @@ import yaml
 
 from serve_app.local import local_ray_env
 from tests.cluster_rehearsal import CLUSTER_YAML, load
-from tests.conftest import JFK_WORDS, ROOT, free_port, wait_healthy
+from tests.conftest import JFK_WORDS, ROOT, free_port, stop_serve_run, wait_healthy
 from tests.segments import decode_segment
 from tests.test_hands_free import jfk_pcm16
 from tests.test_stages import words
@@ -230,12 +230,7 @@ def test_a_session_through_haproxy(jfk_bytes, tmp_path):
         refused = asyncio.run(admitted_from_another_address(base, per_client))
         assert refused is not None and refused[0] == 1013 and "from this client" in refused[1], refused
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # serve run ignores SIGINT when not interactive
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_serve_run(proc)
         log.close()
         time.sleep(1)
         survived = haproxy_pids(home)

@@ -4,8 +4,6 @@
 this test runs before or after the session's cluster exists, in any order.
 """
 
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -14,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from serve_app.local import local_ray_env
-from tests.conftest import JFK_WORDS, ROOT, free_port, wait_healthy
+from tests.conftest import JFK_WORDS, ROOT, free_port, stop_serve_run, wait_healthy
 from tests.test_stages import words
 from tests.test_turn import post_turn
 
@@ -42,11 +40,6 @@ def test_serve_run_holds_a_turn(jfk_bytes, tmp_path):
         assert JFK_WORDS in words(events[1]["text"])
         assert any(e["type"] == "segment" for e in events) and events[-1]["type"] == "done"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # serve run ignores SIGINT when not interactive
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_serve_run(proc)
     log.close()
     assert Path(temp_dir, "ray").is_dir(), "serve run's Ray used its own temp dir"

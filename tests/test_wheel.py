@@ -5,8 +5,6 @@ outside the Python packages in the repository; the wheel carries them as data fi
 Every other test runs from the checkout (an editable install), where a missing data file never shows.
 """
 
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +17,7 @@ import yaml
 
 from avatar_core.config import model_cache
 from serve_app.local import local_ray_env
-from tests.conftest import JFK_WORDS, ROOT, free_port, wait_healthy
+from tests.conftest import JFK_WORDS, ROOT, free_port, stop_serve_run, wait_healthy
 from tests.test_stages import words
 from tests.test_turn import post_turn
 
@@ -116,10 +114,5 @@ def test_wheel_installed_in_a_fresh_venv_serves_a_turn(wheel, tmp_path, jfk_byte
         assert segments and events[-1]["type"] == "done"
         assert get(base + segments[0]["url"])[4:8] == b"ftyp"  # an MP4 fragment of the default avatar
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_serve_run(proc)
         log.close()
