@@ -46,11 +46,15 @@ QUESTION = "Tell me about the moon."
 
 
 def vllm_config():
-    """The test config (greedy decoding, fresh storage) with the LLM on vLLM's CPU defaults."""
+    """The test config (greedy decoding, fresh storage) with the LLM on vLLM's CPU defaults, and a
+    system prompt that asks for a long reply: the barge-in and leave tests need vLLM still writing
+    when they interrupt it, and the shipped prompt's one or two sentences are done before the
+    first fragment arrives."""
     from avatar_core.config import AppConfig
 
     base = app_config()
-    llm = AppConfig.model_validate({"llm": {"backend": "vllm", "temperature": 0.0}}).llm
+    prompt = "You are a friendly avatar. Answer every question at length, in at least eight full sentences."
+    llm = AppConfig.model_validate({"llm": {"backend": "vllm", "temperature": 0.0, "system_prompt": prompt}}).llm
     return base.model_copy(update={"llm": llm})
 
 
