@@ -132,8 +132,9 @@ def parser() -> argparse.ArgumentParser:
                       help="the client starts a reply's speech this many seconds after its first fragment (0: at "
                            "once, as the page does; 'adaptive': a jitter buffer of the largest need of the "
                            "session's last 5 turns, at most 1 s); voice to face counts to the first frame shown")
-    plan.add_argument("--front-door", default="serve-40ms",
-                      help="the front door's measured costs by name in --front-door-costs ('none': left out)")
+    plan.add_argument("--front-door", default="haproxy-100ms-lean",
+                      help="the front door's measured costs by name in --front-door-costs (default: what the GCP "
+                           "cluster runs; 'none': left out)")
     plan.add_argument("--front-door-costs", type=Path, default=front_door.FRONT_DOOR_COSTS)
     v = sub.add_parser("validate", parents=[common], help="simulate this machine against run.py's concurrency")
     v.add_argument("--bench", type=Path, nargs="+", required=True,

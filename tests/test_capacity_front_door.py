@@ -89,7 +89,8 @@ def test_the_shipped_costs_are_measured_figures_with_their_source():
 
 def test_the_default_front_door_is_one_the_costs_file_has():
     args = cli.parser().parse_args(["size"])
-    assert args.front_door in front_door.load_costs() and args.underruns == 0.0 and args.hold == 0.0  # as the page plays
+    assert args.front_door == "haproxy-100ms-lean" and args.front_door in front_door.load_costs()  # the cluster's
+    assert args.underruns == 0.0 and args.hold == 0.0  # as the page plays
 
 
 # ---- playback and underruns ---------------------------------------------------------------------
