@@ -43,3 +43,8 @@ def play(arrivals: Sequence[float], durations: Sequence[float], hold: float) -> 
             end = arrived
         end += length
     return start, underruns, end
+
+
+def underruns(arrivals: Sequence[float], durations: Sequence[float], hold: float = 0.0) -> int:
+    """Fragments that arrived after the one before had finished playing (`play`'s count; 0 for none)."""
+    return play(arrivals, durations, hold)[1] if arrivals else 0

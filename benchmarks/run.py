@@ -65,7 +65,6 @@ import yaml
 
 from benchmarks import cpu_usage
 from benchmarks import voice_to_face as v2f
-from capacity.stats import quantile
 from capacity.schema import (
     AnimatorCost,
     AsrCost,
@@ -85,6 +84,8 @@ from capacity.schema import (
     TurnRecord,
     V2fParts,
 )
+from capacity.stats import quantile
+from capacity.waterfall import MILESTONES
 from serve_app.local import free_port, use_local_ray, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -621,9 +622,7 @@ async def run(args) -> BenchResult:
 # ---- playback: the quality ladder and the page's jitter buffer, before and after ----------------
 
 BEFORE = {"animator": {"ladder": [{"name": "25 fps"}]}}  # one rung: the animator as it was
-WATERFALL = [("end of turn", "utterance_end"), ("transcript", "transcript"), ("first token", "first_token"),
-             ("first clause", "first_clause"), ("first TTS audio", "first_audio"),
-             ("first fragment made", "first_fragment"), ("first fragment received", "sent")]
+WATERFALL = MILESTONES  # the planner's milestones (capacity/waterfall.py), measured
 
 
 def page_holds(turns: list[v2f.Turn]) -> list[float]:

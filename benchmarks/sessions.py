@@ -240,7 +240,7 @@ class Client:
                 self.turn_ended(now, kind == "done")
 
     def turn_ended(self, now: float, done: bool) -> None:
-        from benchmarks.voice_to_face import underruns
+        from avatar_core.playback import underruns
 
         sent_at = self.sent_at
         segments = [e for e in self.events if e["type"] == "segment" and e["t"] >= sent_at]

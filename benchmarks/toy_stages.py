@@ -25,73 +25,56 @@ JFK_WORDS = "And so my fellow Americans, ask not what your country can do for yo
 SIDE = 16  # the toy animator's frame side in pixels
 
 
-@register("asr", "toy")
-class ToyAsr(AsrBackend):
-    class Config(AsrConfig):
-        backend: Literal["toy"] = "toy"
-        text: str = JFK_WORDS
+class _Toy:
+    """What every toy backend shares: its config kept, room for many requests, nothing to probe."""
 
     max_concurrency: ClassVar[int] = 64
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg):
         self.cfg = cfg
-
-    async def transcribe(self, pcm_16k: np.ndarray, language: str) -> str:
-        return self.cfg.text
 
     async def probe(self) -> None:
         pass
 
 
+@register("asr", "toy")
+class ToyAsr(_Toy, AsrBackend):
+    class Config(AsrConfig):
+        backend: Literal["toy"] = "toy"
+        text: str = JFK_WORDS
+
+    async def transcribe(self, pcm_16k: np.ndarray, language: str) -> str:
+        return self.cfg.text
+
+
 @register("llm", "toy")
-class ToyChat(ChatBackend):
+class ToyChat(_Toy, ChatBackend):
     class Config(LlmConfig):
         backend: Literal["toy"] = "toy"
         prefix: str = "You said:"
-
-    max_concurrency: ClassVar[int] = 64
-
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
 
     async def chat(self, messages, max_tokens, temperature):
         for word in f"{self.cfg.prefix} {messages[-1]['content']}".split()[:max_tokens]:
             yield word + " "
 
-    async def probe(self) -> None:
-        pass
-
 
 @register("tts", "toy")
-class ToyTts(SpeechBackend):
+class ToyTts(_Toy, SpeechBackend):
     class Config(TtsConfig):
         backend: Literal["toy"] = "toy"
         word_s: float = 0.3  # seconds of speech per word
         rate: int = 16_000
-
-    max_concurrency: ClassVar[int] = 64
-
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
 
     async def stream(self, text: str, voice_wav: str | None, voice_id: str, language: str):
         n = int(max(1, len(text.split())) * self.cfg.word_s * self.cfg.rate)
         t = np.arange(n, dtype=np.float32) / self.cfg.rate
         yield Speech((0.05 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), self.cfg.rate)
 
-    async def probe(self) -> None:
-        pass
-
 
 @register("animator", "toy")
-class ToyFace(FaceBackend):
+class ToyFace(_Toy, FaceBackend):
     class Config(AnimatorConfig):
         backend: Literal["toy"] = "toy"
-
-    max_concurrency: ClassVar[int] = 64
-
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
 
     async def prepare_avatar(self, image_rgb: np.ndarray) -> None:
         return None
@@ -105,9 +88,6 @@ class ToyFace(FaceBackend):
 
     async def idle(self, avatar, n_frames: int, state: int):
         yield np.full((n_frames, SIDE, SIDE, 3), 128, np.uint8), state + n_frames
-
-    async def probe(self) -> None:
-        pass
 
 
 def toy_config(cfg):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar_core.playback import underruns
 from capacity.stats import quantile
 from serve_app.sentences import SentenceSplitter
 
@@ -80,18 +81,6 @@ class Turn:
 
     def underruns(self, hold_s: float = 0.0) -> int:
         return underruns([s["t"] for s in self.segments], [s["duration_s"] for s in self.segments], hold_s)
-
-
-def underruns(arrivals: list[float], durations: list[float], hold_s: float = 0.0) -> int:
-    """Fragments that arrived after the previous one had finished playing, on a player that starts
-    `hold_s` after the first arrival (its jitter buffer) and plays each fragment once it has arrived
-    and the one before has ended."""
-    count, end = 0, arrivals[0] + hold_s if arrivals else 0.0
-    for arrived, duration in zip(arrivals, durations):
-        if arrived > end:  # never true for the first
-            count, end = count + 1, arrived
-        end += duration
-    return count
 
 
 async def hands_free(ws_url: str, pcm: np.ndarray, tail_s: float = 4.0, deadline_s: float = 180.0,

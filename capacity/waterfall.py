@@ -27,7 +27,7 @@ from capacity.inputs import L4_COSTS, l4_inputs, with_animator_rtf
 from capacity.scenarios import l4_scenario
 from capacity.sim import Scenario, Sim
 from capacity.stats import quantile
-from avatar_core.playback import hold_s, need
+from avatar_core.playback import hold_s, need, underruns
 
 MILESTONES = [("end of turn", "utterance_end"), ("transcript", "transcript"), ("first token", "first_token"),
               ("first clause", "first_clause"), ("first TTS audio", "first_audio"),
@@ -94,17 +94,6 @@ def recording():
         yield
     finally:
         avatar.Turn = saved
-
-
-def underruns(arrivals: list[float], durations: list[float], hold: float) -> int:
-    """Fragments that came after the one before had finished, on a page that starts `hold` after
-    the first arrival (capacity.avatar.Turn.playback's rule, with the hold)."""
-    end, count = arrivals[0] + hold, 0
-    for arrived, length in zip(arrivals, durations):
-        if arrived > end + 1e-6:
-            count, end = count + 1, arrived
-        end += length
-    return count
 
 
 def summary(results: list[dict]) -> dict:

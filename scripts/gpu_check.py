@@ -94,9 +94,10 @@ def asr(device: str) -> dict:
             "rtf": round(took / (pcm.size / 16000), 4), "text": text}
 
 
-def make_xtts_checkpoint(out: Path, size: str) -> Path:
+def make_xtts_checkpoint(out: Path, size: str, tokens: int = XTTS_TOKENS) -> Path:
     """A checkpoint shaped like the released one, from XTTS's own config and random weights: the
-    released dimensions (size 'full'), or the small GPT tests/test_xtts.py uses ('small')."""
+    released dimensions (size 'full'), or the small GPT tests/test_xtts.py uses ('small'); every
+    sentence is `tokens` audio tokens long (the stop token is made impossible)."""
     import shutil
 
     import torch
@@ -111,7 +112,7 @@ def make_xtts_checkpoint(out: Path, size: str) -> Path:
     args = config.model_args
     if size == "small":
         args.gpt_layers, args.gpt_n_model_channels, args.gpt_n_heads, args.decoder_input_dim = 2, 256, 4, 256
-    args.gpt_max_audio_tokens = XTTS_TOKENS + 2  # XTTS generates this less 2
+    args.gpt_max_audio_tokens = tokens + 2  # XTTS generates this less 2
     config.save_json(str(out / "config.json"))
     torch.manual_seed(0)
     model = Xtts(config)

@@ -26,8 +26,9 @@ from collections import deque
 
 from cachetools import LRUCache
 
-from avatar_core.playback import HOLD_STEP_S, LATE_S, MAX_HOLD_S, TURNS_REMEMBERED, hold_s, need  # noqa: F401 (re-exported)
+from avatar_core.playback import TURNS_REMEMBERED, hold_s, need
 from serve_app.metrics import TurnCounts, count_fragment
+
 
 class SessionPlayback:
     """One conversation's playback history: the rung of its last fragment, its turns' needs, and

@@ -12,6 +12,18 @@ import pytest
 from serve_app.local import free_port, use_local_ray, wait_healthy  # noqa: F401 -- the tests import them from here
 
 
+def shipped_config_on(port: int, directory: Path) -> tuple[Path, dict]:
+    """serve_config.yaml as shipped but on 127.0.0.1:`port`, written into `directory`: its path and
+    its content."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config["http_options"] = {**config["http_options"], "host": "127.0.0.1", "port": port}
+    path = directory / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, config
+
+
 def stop_serve_run(proc: subprocess.Popen) -> None:
     """End a `serve run` started in a session of its own: SIGTERM to its process group (it ignores
     SIGINT when not interactive), SIGKILL after a minute."""

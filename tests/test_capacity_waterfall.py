@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from avatar_core.playback import hold_s
 from capacity import avatar
 from capacity.inputs import l4_inputs
 from capacity.scenarios import l4_scenario
 from capacity.sim import Sim
 from capacity.waterfall import MILESTONES, WaterfallTurn, plan, recording, summary, underruns
-from serve_app.playback import hold_s
 
 
 @pytest.fixture(scope="module")

@@ -26,11 +26,10 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-import yaml
 
 from serve_app.local import local_ray_env
 from tests.cluster_rehearsal import CLUSTER_YAML, load
-from tests.conftest import JFK_WORDS, ROOT, free_port, stop_serve_run, wait_healthy
+from tests.conftest import JFK_WORDS, ROOT, free_port, shipped_config_on, stop_serve_run, wait_healthy
 from tests.segments import decode_segment
 from tests.test_hands_free import jfk_pcm16
 from tests.test_stages import words
@@ -158,10 +157,7 @@ async def admitted_from_another_address(base: str, per_client: int) -> tuple[int
 
 def test_a_session_through_haproxy(jfk_bytes, tmp_path):
     port = free_port(29_500)
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    config["http_options"] = {**config["http_options"], "host": "127.0.0.1", "port": port}
-    config_path = tmp_path / "serve_config.yaml"  # the YAML as shipped, on another port
-    config_path.write_text(yaml.safe_dump(config))
+    config_path, config = shipped_config_on(port, tmp_path)
     temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes
     home = tempfile.mkdtemp(prefix="hap-") + "/"  # HAProxy's files: <home><node id>/haproxy.cfg, admin.sock
     env = {

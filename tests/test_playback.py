@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from avatar_core.media import decode_audio, held, mux_segment
+from avatar_core.playback import MAX_HOLD_S, hold_s, need
 from avatar_core.types import Speech
 from deployments.ladder import Cost, Ladder
 from serve_app.metrics import TurnCounts
-from serve_app.playback import MAX_HOLD_S, SessionPlayback, TurnPlayback, hold_s, need
+from serve_app.playback import SessionPlayback, TurnPlayback
 from tests.segments import decode_segment
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,20 +9,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from serve_app.local import local_ray_env
-from tests.conftest import JFK_WORDS, ROOT, free_port, stop_serve_run, wait_healthy
+from tests.conftest import JFK_WORDS, ROOT, free_port, shipped_config_on, stop_serve_run, wait_healthy
 from tests.test_stages import words
 from tests.test_turn import post_turn
 
 
 def test_serve_run_holds_a_turn(jfk_bytes, tmp_path):
     port = free_port(29_000)
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    config["http_options"] = {**config["http_options"], "host": "127.0.0.1", "port": port}
-    config_path = tmp_path / "serve_config.yaml"  # the YAML as shipped, on another port
-    config_path.write_text(yaml.safe_dump(config))
+    config_path, _ = shipped_config_on(port, tmp_path)
     serve = Path(sys.executable).with_name("serve")
     log = (tmp_path / "serve.log").open("w")
     temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes

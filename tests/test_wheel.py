@@ -13,11 +13,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from avatar_core.config import model_cache
 from serve_app.local import local_ray_env
-from tests.conftest import JFK_WORDS, ROOT, free_port, stop_serve_run, wait_healthy
+from tests.conftest import JFK_WORDS, ROOT, free_port, shipped_config_on, stop_serve_run, wait_healthy
 from tests.test_stages import words
 from tests.test_turn import post_turn
 
@@ -84,11 +83,9 @@ def test_wheel_installed_in_a_fresh_venv_serves_a_turn(wheel, tmp_path, jfk_byte
     assert Path(where[1], "avatars", "astronaut.png").read_bytes() == (ROOT / "assets/avatars/astronaut.png").read_bytes()
 
     port = free_port(29_500)
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    config["http_options"] = {**config["http_options"], "host": "127.0.0.1", "port": port}
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "serve_config.yaml").write_text(yaml.safe_dump(config))
+    shipped_config_on(port, run_dir)
     temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes
     env = {**local_ray_env(), "RAY_TMPDIR": temp_dir}
     for key in ("RAY_ADDRESS", "PYTHONPATH"):

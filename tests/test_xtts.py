@@ -27,6 +27,7 @@ pytest.importorskip("TTS", reason="XTTS needs the 'gpu' extra: scripts/install.s
 pytestmark = pytest.mark.xtts
 
 from avatar_core.config import ASSETS, AppConfig  # noqa: E402
+from scripts.gpu_check import make_xtts_checkpoint  # noqa: E402 (the GPU check's own)
 from tests.conftest import running_graph, stage_stats, wait_healthy  # noqa: E402
 from tests.segments import decode_segment  # noqa: E402
 from tests.test_turn import check_segments_match_reply, post_turn  # noqa: E402
@@ -40,38 +41,12 @@ SENTENCE_SAMPLES = (AUDIO_TOKENS * 4 * 24_000 // 22_050) * 256 - 1024
 APP = "xtts"
 
 
-def make_tiny_checkpoint(out: Path) -> Path:
-    """A checkpoint directory shaped like the released XTTS-v2 one, from XTTS's own config with
-    small dimensions (about 33 M parameters) and random weights."""
-    import torch
-    import TTS
-    from TTS.tts.configs.xtts_config import XttsConfig
-    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
-    from TTS.tts.models.xtts import Xtts
-
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(TTS.__file__).parent / "tts/utils/assets/tortoise/tokenizer.json", out / "vocab.json")
-    config = XttsConfig()
-    args = config.model_args
-    args.gpt_layers, args.gpt_n_model_channels, args.gpt_n_heads = 2, 256, 4
-    args.decoder_input_dim = 256  # must equal the GPT's width
-    args.gpt_max_audio_tokens = AUDIO_TOKENS + 2  # XTTS generates this less 2
-    config.save_json(str(out / "config.json"))
-    torch.manual_seed(0)
-    model = Xtts(config)
-    model.tokenizer = VoiceBpeTokenizer(vocab_file=str(out / "vocab.json"))
-    model.init_models()
-    state = model.state_dict()
-    state["gpt.mel_head.bias"][args.gpt_stop_audio_token] = -1e4  # random weights: never stop early
-    torch.save({"model": state}, out / "model.pth")
-    return out
-
-
 @pytest.fixture(scope="module")
 def checkpoint():
     root = Path(tempfile.mkdtemp(prefix="xtts-tiny-"))
     try:
-        yield make_tiny_checkpoint(root / "xtts-v2")
+        # the released layout and config with a 2-layer GPT (about 33 M parameters), random weights
+        yield make_xtts_checkpoint(root / "xtts-v2", "small", AUDIO_TOKENS)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
