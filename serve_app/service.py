@@ -157,8 +157,8 @@ class TurnService:
 
     # ---- turns -----------------------------------------------------------------------------------
 
-    def turn(self, conv: Conversation, pcm: np.ndarray) -> Turn:
-        return Turn(self.stages, self.cfg, conv, pcm, new_id(), self.counts)
+    def turn(self, conv: Conversation, pcm: np.ndarray, heard: asyncio.Task | None = None) -> Turn:
+        return Turn(self.stages, self.cfg, conv, pcm, new_id(), self.counts, heard)
 
     @asynccontextmanager
     async def running(

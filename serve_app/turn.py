@@ -189,11 +189,14 @@ class Turn:
     END_GRACE_S = 0.05  # how long a TTS chunk waits to learn whether it is its sentence's last
 
     def __init__(
-        self, stages: Stages, cfg: AppConfig, conv: Conversation, pcm: np.ndarray, turn_id: str, counts: TurnCounts
+        self, stages: Stages, cfg: AppConfig, conv: Conversation, pcm: np.ndarray, turn_id: str, counts: TurnCounts,
+        heard: asyncio.Task | None = None,
     ):
-        """`counts`: the replica's turn counters (started, and one per outcome), for every transport."""
+        """`counts`: the replica's turn counters (started, and one per outcome), for every transport.
+        `heard`: ASR of exactly this speech, already asked for (at the pause where it ended, hands-free):
+        the turn waits for it instead of asking again, and asks itself if that request failed."""
         self.stages, self.cfg, self.conv, self.pcm, self.turn_id = stages, cfg, conv, pcm, turn_id
-        self.counts = counts
+        self.counts, self.heard = counts, heard
         self.timeout_s = cfg.limits.stage_timeout_s
         self.timings = Timings(turn_id)
         self.events: asyncio.Queue = asyncio.Queue()
@@ -249,6 +252,15 @@ class Turn:
 
     async def hear(self) -> str:
         started = time.perf_counter()
+        if self.heard is not None:
+            try:
+                text = await self.heard
+            except StageError:
+                pass  # ask again below
+            else:
+                self.timings.set("asr", time.perf_counter() - started)  # the wait: ASR began at the pause
+                self.timings.span("asr", started, reused=True)
+                return text
         request = self.stages.asr.transcribe.remote(self.pcm, self.conv.language)
         text = await call_stage("asr", request, self.timeout_s)
         self.timings.set("asr", time.perf_counter() - started)

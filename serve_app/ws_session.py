@@ -32,30 +32,11 @@ from serve_app.conversation import Conversation
 from serve_app.endpointing import RATE, Pause, Resume, SpeechStart, UtteranceEnd
 from serve_app.errors import error
 from serve_app.security import client_of
-from serve_app.service import Rejected, TurnService, new_id
+from serve_app.service import Rejected, TurnService
 from serve_app.turn import StageError, Turn, call_stage
 from serve_app.vad import BatchedEndpointer, may_ask_turn_model
 
 log = logging.getLogger("ray.serve")
-
-
-class HeardTurn(Turn):
-    """A turn whose speech was already sent to ASR at the pause where it ended: it waits for that
-    transcript instead of asking again (and asks itself if that request failed)."""
-
-    def __init__(self, *args, heard: asyncio.Task):
-        super().__init__(*args)
-        self.heard = heard
-
-    async def hear(self) -> str:
-        started = time.perf_counter()
-        try:
-            text = await self.heard
-        except StageError:
-            return await super().hear()
-        self.timings.set("asr", time.perf_counter() - started)  # the wait: ASR began at the pause
-        self.timings.span("asr", started, reused=True)
-        return text
 
 
 class WsSession:
@@ -325,10 +306,7 @@ class WsSession:
             self.taking.turn_ended(serial)
             await self.send(error("overloaded", str(exc)))
             return False
-        if heard is not None:
-            turn = HeardTurn(self.service.stages, self.cfg, self.conv, pcm, new_id(), self.service.counts, heard=heard)
-        else:
-            turn = self.service.turn(self.conv, pcm)
+        turn = self.service.turn(self.conv, pcm, heard)
         self.turn = asyncio.create_task(self.run(turn, serial))
         self.turn.add_done_callback(lambda _, s=slot: s.release())
         return True
