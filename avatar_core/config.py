@@ -77,6 +77,11 @@ class LlmConfig(BackendConfig):
 
 class TtsConfig(BackendConfig):
     max_chars: int = Field(400, ge=1, description="longest sentence sent to TTS in one call")
+    piece_growth: float | None = Field(
+        1.0, gt=0, description="a later piece of the reply may end at a clause boundary once it is this many times "
+        "as long as the reply before it, so it is spoken before those have played (serve_app/sentences.py); "
+        "null: only at a sentence's end",
+    )
 
 
 class AnimatorConfig(BackendConfig):

@@ -621,7 +621,11 @@ async def run(args) -> BenchResult:
 
 # ---- playback: the quality ladder and the page's jitter buffer, before and after ----------------
 
-BEFORE = {"animator": {"ladder": [{"name": "25 fps"}]}}  # one rung: the animator as it was
+# before: one rung (the animator as it was), later pieces of the reply whole sentences; sentences: the
+# quality ladder and the page's buffer with whole sentences (the after of f39a655); after: as shipped
+BEFORE = {"animator": {"ladder": [{"name": "25 fps"}]}, "tts": {"piece_growth": None}}
+SENTENCES = {"tts": {"piece_growth": None}}
+ARMS = ("before", "sentences", "after")
 WATERFALL = MILESTONES  # the planner's milestones (capacity/waterfall.py), measured
 
 
@@ -674,7 +678,7 @@ def playback_row(arm: str, sessions: int, turns: list[v2f.Turn], detail: list[Tu
     from avatar_core.playback import need
 
     holds = [0.0] * len(turns)
-    if arm == "after":
+    if arm != "before":  # the page's jitter buffer
         for ks in by_client.values():
             for k, h in zip(ks, page_holds([turns[k] for k in ks])):
                 holds[k] = h
@@ -700,10 +704,12 @@ def playback_row(arm: str, sessions: int, turns: list[v2f.Turn], detail: list[Tu
 
 
 async def playback_ab(args) -> dict:
-    """The concurrency runs twice per number of sessions, arms alternating: `before`, an ingress
-    whose animator has one rung (as it was), on a page that plays each fragment on arrival; `after`,
-    the shipped graph (the ladder) on the page with its jitter buffer. The same ASR, LLM and TTS
-    replicas serve both."""
+    """The concurrency runs once per arm per number of sessions, the arms' order rotating: `before`,
+    an ingress whose animator has one rung (as it was) and whose reply reaches TTS in whole sentences,
+    on a page that plays each fragment on arrival; `sentences`, the ladder and the page's jitter
+    buffer with whole sentences; `after`, the shipped graph (the ladder, growing pieces) on the page
+    with its jitter buffer. The same ASR, LLM and TTS replicas serve all three, and the same
+    Animator `sentences` and `after`."""
     from avatar_core.media import decode_audio
     from ray import serve
 
@@ -718,7 +724,8 @@ async def playback_ab(args) -> dict:
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     try:
         graph.second_ingress("before", bench_config(BEFORE), own=("animator",), autoscaled=True)
-        urls = {"before": graph.ws_url("before"), "after": graph.ws_url()}
+        graph.second_ingress("sentences", bench_config(SENTENCES), own=())
+        urls = {"before": graph.ws_url("before"), "sentences": graph.ws_url("sentences"), "after": graph.ws_url()}
         for pcm, end in zip(clips, ends):  # warm: one unmeasured turn per input on each arm
             for url in urls.values():
                 await v2f.hands_free(url, pcm, end_s=end)
@@ -726,7 +733,7 @@ async def playback_ab(args) -> dict:
         rows = []
         for i, n in enumerate(args.sessions):
             turns = args.runs * len(clips) if n == 1 else max(1, args.session_turns or args.runs)
-            for arm in (("before", "after") if i % 2 == 0 else ("after", "before")):
+            for arm in ARMS[i % 3:] + ARMS[:i % 3]:
                 conc, got = await sessions_at_once(urls[arm], clips, ends, n, turns)
                 rows.append(playback_row(arm, n, got, conc.turns_detail))
                 log(arm, n, {k: rows[-1][k] for k in ("underruns_no_buffer", "underruns", "rungs", "v2f_p50_s")})
@@ -865,8 +872,9 @@ def main() -> None:
                         help="compare the shipped thread settings with ALTERNATIVE (default: not with --quick)")
     parser.add_argument("--no-ab", dest="ab", action="store_false")
     parser.add_argument("--playback-ab", action="store_true",
-                        help="only the concurrency runs, before (one animator rung, no page buffer) and after "
-                        "(the quality ladder, the page's jitter buffer), with underruns, rungs and the waterfall")
+                        help="only the concurrency runs, before (one animator rung, whole sentences, no page "
+                        "buffer), sentences (the quality ladder and the page's jitter buffer, whole sentences) and "
+                        "after (as shipped: growing pieces too), with underruns, rungs and the waterfall")
     args = parser.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     args.questions = min(len(QUESTIONS), args.questions if args.questions is not None else (1 if args.quick else 3))

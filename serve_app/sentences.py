@@ -2,8 +2,12 @@
 
 The first piece may end at a clause boundary (comma, semicolon, colon, dash, an ellipsis before a
 lower-case word; ，、；：) once it is long enough to sound natural, because it gates the time to the
-first frame; later pieces end at sentence boundaries, with a hard cap (`_cap`) so that a run-on
-reply still reaches TTS in bounded chunks.
+first frame. A later piece may end at one too once it is `growth` times as long as the reply before
+it: TTS speaks a piece only once it is written, and whole (Piper makes a sentence's audio in one
+go), so a long sentence after a short one would reach the client after the short one had played (a
+stall at the seam); growing pieces keep each piece's writing and speaking within the playing of
+those before, and the reply soon runs whole sentences again. Otherwise later pieces end at sentence
+boundaries, with a hard cap (`_cap`) so that a run-on reply still reaches TTS in bounded chunks.
 
 A cut is made only once it is certain: every rule below looks at most one word past the
 punctuation, and waits for that word while the buffer ends before it. So the pieces never depend on
@@ -60,11 +64,15 @@ class SentenceSplitter:
     """Feed text deltas with `push`; it returns the pieces completed so far. `flush` returns the rest
     and readies the splitter for the next reply."""
 
-    def __init__(self, first_min_chars: int = 24, max_chars: int = 220):
+    def __init__(self, first_min_chars: int = 24, max_chars: int = 220, growth: float | None = 1.0):
+        """`growth`: a later piece may end at a clause boundary once it is this many times as long as
+        the reply before it (and `first_min_chars` long); None: only at a sentence's end."""
         self.first_min_chars = first_min_chars
         self.max_chars = max_chars
+        self.growth = growth
         self._buf = ""
         self._emitted = 0
+        self._said = 0  # characters in the pieces cut so far
 
     def push(self, delta: str) -> list[str]:
         self._buf += delta
@@ -72,7 +80,7 @@ class SentenceSplitter:
 
     def flush(self) -> list[str]:
         pieces = self._cut_all(final=True)
-        piece, self._buf, self._emitted = self._buf.strip(), "", 0
+        piece, self._buf, self._emitted, self._said = self._buf.strip(), "", 0, 0
         return pieces + [piece] if piece else pieces
 
     def _cut_all(self, final: bool) -> list[str]:
@@ -82,6 +90,7 @@ class SentenceSplitter:
             if piece:
                 pieces.append(piece)
                 self._emitted += 1
+                self._said += len(piece)
         return pieces
 
     def _next_cut(self, final: bool) -> int | None:
@@ -107,7 +116,7 @@ class SentenceSplitter:
             return True
         if kind != "cjk_clause" and not buf[end].isspace():  # "3.50", "U.S", "so…so", "well-known"
             return False
-        clause = self._emitted == 0 and len(buf[:end].rstrip()) >= self.first_min_chars
+        clause = self._clause_may_end(len(buf[:end].rstrip()))
         if kind != "stop":
             return clause
         i = _NEXT.match(buf, end).end()
@@ -125,6 +134,12 @@ class SentenceSplitter:
         if stop != ".":
             return True
         return self._full_stop_ends(m.start(), i, final)
+
+    def _clause_may_end(self, chars: int) -> bool:
+        """Whether a piece of `chars` characters may end at a clause boundary."""
+        if chars < self.first_min_chars:
+            return False
+        return self._emitted == 0 or (self.growth is not None and chars >= self.growth * self._said)
 
     def _full_stop_ends(self, dot: int, i: int, final: bool) -> bool | None:
         """Whether the full stop at `dot`, with the next word at `i`, ends a sentence."""

@@ -286,7 +286,7 @@ class Turn:
 
     async def think(self, text: str) -> None:
         """Stream the reply; every sentence goes to TTS the moment it ends."""
-        splitter, started = SentenceSplitter(), time.perf_counter()
+        splitter, started = SentenceSplitter(growth=self.cfg.tts.piece_growth), time.perf_counter()
         written = [started]  # when the LLM began writing each sentence
 
         async def sentence_done(sentence: str) -> None:

@@ -324,3 +324,40 @@ def test_a_turns_fragments_say_which_rung_made_them(serve_app, jfk_bytes):
         assert after["step_up"] - before["step_up"] == sum(b < a for a, b in steps)
     finally:
         serve.delete("ladder")
+
+
+def test_a_long_sentence_after_a_short_one_reaches_tts_in_growing_pieces(serve_app, jfk_bytes):
+    """The seam between sentences: TTS speaks a piece once it is written, and whole, so a long
+    sentence after a short one would come after the short one had played. The turn cuts a later
+    piece at a clause boundary once it is as long as the reply before it (`tts.piece_growth`). An
+    echo LLM answers "Okay." and a long sentence ending in what it heard: with the shipped growth
+    the long one reaches TTS as two pieces, each spoken and animated in order; as before (null),
+    whole."""
+    from ray import serve
+
+    from deployments.llm import LLM
+    from serve_app.builder import stage_app
+    from serve_app.sentences import SentenceSplitter
+    from tests.conftest import JFK_WORDS, app_config, second_app
+    from tests.test_seam import EchoChat
+    from tests.test_turn import post_turn
+
+    prefix = "Okay. I heard you, and I will say it again, word for word:"
+    cfg = app_config().model_copy(update={"llm": EchoChat.Config(prefix=prefix)})
+    assert cfg.tts.piece_growth == 1.0  # the shipped rule
+    base = second_app(serve_app, "pieces", cfg, own={"llm": stage_app(LLM, "llm", cfg.llm)})
+    try:
+        events, _ = post_turn(base, jfk_bytes)
+        assert events[-1]["type"] == "done", events[-1]
+        reply = "".join(e["text"] for e in events if e["type"] == "reply")
+        segments = [e for e in events if e["type"] == "segment"]
+        sentences = sorted({s["sentence"] for s in segments})
+        texts = [next(s["text"] for s in segments if s["sentence"] == k) for k in sentences]
+        whole = SentenceSplitter(growth=None)
+        assert len(whole.push(reply) + whole.flush()) == 2, reply  # "Okay." and the long sentence
+        assert texts[:2] == ["Okay.", "I heard you, and I will say it again,"], texts
+        assert len(texts) == 3 and JFK_WORDS in texts[2].lower().replace(",", ""), texts
+        assert " ".join(texts) == reply.strip()
+        assert [s["sentence"] for s in segments if s["last"]] == sentences == [0, 1, 2]  # each spoken, in order
+    finally:
+        serve.delete("pieces")

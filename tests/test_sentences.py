@@ -11,9 +11,9 @@ import pytest
 from serve_app.sentences import SentenceSplitter
 
 
-def split(text: str, step: int | None = 3) -> list[str]:
+def split(text: str, step: int | None = 3, growth: float | None = 1.0) -> list[str]:
     """Feed `text` in deltas of `step` characters (None: whole), then flush."""
-    s, step = SentenceSplitter(), step or max(len(text), 1)
+    s, step = SentenceSplitter(growth=growth), step or max(len(text), 1)
     out = []
     for i in range(0, len(text), step):
         out += s.push(text[i : i + step])
@@ -116,6 +116,26 @@ def test_splitter_does_not_depend_on_how_the_text_was_streamed(text, expected):
             out += s.push(text[i : i + n])
             i += n
         assert out + s.flush() == expected
+
+
+# A reply the shipped LLM gave to jfk.flac: its short first sentence played (1.0 s) before the long second
+# one (7.8 s of speech, spoken whole once written) had reached the client, a stall at the seam.
+SHORT_THEN_LONG = ("I'm glad of you. I'll make sure to be more helpful in the future, but for now, let's just say that "
+                   'my answer is: "Yes, and so are your friends."')
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, None])
+def test_a_long_sentence_after_a_short_piece_ends_at_a_clause_once_as_long_as_the_reply_before(step):
+    assert split(SHORT_THEN_LONG, step) == [
+        "I'm glad of you.", "I'll make sure to be more helpful in the future,",
+        'but for now, let\'s just say that my answer is: "Yes, and so are your friends."']
+    # the pieces grow: a clause ends a later piece only once it is as long as the reply before it
+    # (and as the first piece's minimum), so the reply soon runs whole sentences again
+    assert split("Sure. I can help with that, and I will, because you asked, so let us begin now.", step) == [
+        "Sure.", "I can help with that, and I will,", "because you asked, so let us begin now."]
+    assert split(SHORT_THEN_LONG, step, growth=2.0)[1] == "I'll make sure to be more helpful in the future,"
+    assert split(SHORT_THEN_LONG, step, growth=None) == [  # later pieces end at a sentence's end only
+        "I'm glad of you.", SHORT_THEN_LONG[len("I'm glad of you. "):]]
 
 
 def test_splitter_emits_each_sentence_as_soon_as_it_ends():
