@@ -112,6 +112,10 @@ def shipped_args() -> dict:
 
 
 def merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, section by section; a section that names another backend replaces the
+    old one's fields (`--set asr.backend=moonshine` drops faster-whisper's `compute_type`)."""
+    if "backend" in over and over["backend"] != base.get("backend"):
+        base = {}
     out = copy.deepcopy(base)
     for k, v in over.items():
         out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) else v

