@@ -59,7 +59,11 @@ class Animator(Stage):
 
     async def _costs(self) -> list[Cost]:
         """What a fragment costs at each rung on this replica: render + mux of 0.4 s and 1 s of a
-        voiced test tone, the fastest of three rounds over all rungs, as a line per rung."""
+        voiced test tone, the fastest of three rounds over all rungs, as a line per rung. In CPU
+        seconds of this process (nothing else runs in it yet): a replica that autoscaling starts on
+        busy cores measures what an idle one would, where wall time measured the neighbours (rung 0 at
+        0.34 s fixed, rung 3 at nothing, seen in a benchmark); the load factor then learns the
+        wall seconds per CPU second from the fragments it makes."""
         rate, sizes = ASR_RATE, (0.4, 1.0)
         t = np.arange(rate) / rate
         tone = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
@@ -68,9 +72,9 @@ class Animator(Stage):
             for index in range(len(self.rungs)):
                 for k, seconds in enumerate(sizes):
                     audio = tone[: int(seconds * rate)]
-                    started = time.perf_counter()
+                    started = time.process_time()
                     await self._fragment(self.default, audio, audio, rate, self.backend.new_state(), index)
-                    took[index, k] = min(took[index, k], time.perf_counter() - started)
+                    took[index, k] = min(took[index, k], time.process_time() - started)
         per_s = np.maximum(0.0, (took[:, 1] - took[:, 0]) / (sizes[1] - sizes[0]))
         return [Cost(max(0.0, float(a - p * sizes[0])), float(p)) for a, p in zip(took[:, 0], per_s)]
 

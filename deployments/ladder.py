@@ -4,9 +4,9 @@ before the fragment before it has finished playing.
 The ingress knows when the client runs out of what it has been sent (`serve_app/playback.py`) and
 passes that deadline with each animator call; each fragment of the call extends it by its own length.
 The replica knows what a fragment costs it at each rung: a line (fixed + per second of speech) per
-rung measured once when it starts, times a load factor, the ratio of what its recent fragments took
-to what the lines said (the other stages, other sessions and the machine's other work all show in
-it). Before each fragment:
+rung measured once when it starts, in CPU seconds, times a load factor, the ratio of the wall time
+its recent fragments took to what the lines said (the other stages, other sessions and the
+machine's other work all show in it). Before each fragment:
 
 - no deadline (a turn's first fragment, idle video): the session's rung;
 - the session's rung would miss the deadline: the best rung below it that makes it, else the last;
@@ -27,8 +27,8 @@ SMOOTHING = 0.3  # weight of the newest fragment in the load factor
 
 @dataclass(frozen=True)
 class Cost:
-    """Seconds to render and encode a fragment at one rung on an idle replica: fixed + per_s x its
-    seconds of speech."""
+    """CPU seconds to render and encode a fragment at one rung: fixed + per_s x its seconds of speech
+    (on idle cores, the wall time too)."""
 
     fixed_s: float
     per_s: float

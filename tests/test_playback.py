@@ -5,6 +5,7 @@ turn through the graph whose fragments say which rung made them."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -285,6 +286,42 @@ def test_the_animator_makes_late_fragments_on_its_cheapest_rung():
     assert stats["rungs"][last]["fragments"] >= 4 and stats["rungs"][0]["fragments"] >= 4
     costs = [r["per_s"] for r in stats["rungs"]]
     assert costs == sorted(costs, reverse=True) and costs[-1] < costs[0]
+
+
+RUNG_COSTS = """
+import asyncio, json, sys
+sys.path.insert(0, {root!r})
+from avatar_core.config import AppConfig
+from deployments.animator import Animator
+cls = Animator.func_or_class
+animator = cls.__new__(cls)
+asyncio.run(cls.__init__(animator, AppConfig.model_validate({{}}).animator))
+print(json.dumps([r["fixed_s"] + r["per_s"] for r in animator.ladder_stats()["rungs"]]))
+"""
+
+
+def test_a_replica_started_beside_a_busy_neighbour_measures_what_it_would_alone():
+    """Autoscaling starts replicas while the machine is busy. An Animator replica's process on one
+    core measures its rungs (a 1 s fragment at each) alone, then with another process spinning on
+    that core, which takes about half of its wall time: the costs it measures must be its own, not
+    the neighbour's (as wall time, they came out about twice as high)."""
+    import json
+    import subprocess
+    import sys
+
+    def costs() -> list[float]:
+        run = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", RUNG_COSTS.format(root=str(ROOT))],
+                             capture_output=True, text=True, timeout=300, check=True)
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+    alone = costs()
+    neighbour = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"])
+    try:
+        beside = costs()
+    finally:
+        neighbour.kill()
+    assert all(c > 0 for c in alone + beside) and beside == sorted(beside, reverse=True), (alone, beside)
+    assert sum(beside) < 1.5 * sum(alone), (alone, beside)
 
 
 # ---- a turn through the graph --------------------------------------------------------------------
