@@ -138,14 +138,19 @@ def test_a_worker_node_killed_mid_turn_fails_that_turn_clearly_then_the_next_suc
 
     Two spares: the replicas Serve added under the earlier turns' load (ASR and TTS scale out at
     0.7 requests a replica) may already fill one, and the dead node's replicas need room besides.
-    On GCP the cluster autoscaler would add that room; this rehearsal has none."""
+    On GCP the cluster autoscaler would add that room; this rehearsal has none. The Animator may
+    have scaled out too (with turns one at a time, Serve counted 2 ongoing requests: the two Ingress
+    replicas' handles each reported the request it sent last), and which replica renders the turn
+    is Serve's choice: so every node holding an Animator replica dies, and a spare joins for each."""
     cluster, workers = rehearsal["cluster"], rehearsal["workers"]
     for _ in range(2):
         spare = add_fake_node(cluster, "l4_media")
         workers[spare.node_id] = spare
-    (animator,) = animator_settled()
-    victim = workers[animator["node_id"]]
-    on_victim = {name for name, reps in replicas().items() for r in reps if r["node_id"] == victim.node_id}
+    dead = {a["node_id"] for a in animator_settled()}
+    for _ in range(len(dead) - 1):  # room for each dead node's replicas, as for one
+        spare = add_fake_node(cluster, "l4_media")
+        workers[spare.node_id] = spare
+    on_dead = {name for name, reps in replicas().items() for r in reps if r["node_id"] in dead}
     events = []
     with httpx.stream("POST", f"{rehearsal['base']}/api/v1/turn", files={"audio": ("a.flac", jfk_bytes)},
                       timeout=180) as r:
@@ -155,17 +160,24 @@ def test_a_worker_node_killed_mid_turn_fails_that_turn_clearly_then_the_next_suc
             if event["type"] in ("done", "error"):
                 break
             if event["type"] in ("reply", "segment") and stage_stats("Animator")["in_flight"]:
-                cluster.remove_node(victim, allow_graceful=False)
-                del workers[victim.node_id]
-                events += list(lines)
+                for node_id in dead:
+                    cluster.remove_node(workers.pop(node_id), allow_graceful=False)
+                try:
+                    events += list(lines)
+                except httpx.RemoteProtocolError:
+                    # Every node runs a proxy (proxy_location: EveryNode), and on this one machine they
+                    # all listen on the one port: the connection may have run through a dead node's
+                    # proxy, which no server can answer for. The client sees the cut, not a hang.
+                    events.append({"type": "cut"})
                 break
-    assert victim.node_id not in workers, f"the animator never started on this turn: {events[-1]}"
-    assert events[-1]["type"] == "error" and events[-1]["code"] == "stage_failed", events[-1]
-    assert any(stage.lower() in events[-1]["message"].lower() for stage in on_victim), (events[-1], on_victim)
+    assert not dead & set(workers), f"the animator never started on this turn: {events[-1]}"
+    if events[-1]["type"] != "cut":
+        assert events[-1]["type"] == "error" and events[-1]["code"] == "stage_failed", events[-1]
+        assert any(stage.lower() in events[-1]["message"].lower() for stage in on_dead), (events[-1], on_dead)
 
     # Serve replaces the lost replicas on the nodes that remain. Turns sent before then would queue
     # at the ingress's handles, and Serve counts queued requests as load.
-    wait_replaced(victim.node_id)
+    wait_replaced(dead)
     deadline = time.monotonic() + 120
     while True:
         events, _ = post_turn(rehearsal["base"], jfk_bytes)
@@ -174,16 +186,16 @@ def test_a_worker_node_killed_mid_turn_fails_that_turn_clearly_then_the_next_suc
         assert time.monotonic() < deadline, f"no successful turn after the node died; last: {events[-1]}"
         time.sleep(2)
     check_segments_match_reply(events)
-    for name, reps in replicas().items():  # every stage runs again, none on the dead node
-        assert reps and all(r["node_id"] != victim.node_id for r in reps), name
+    for name, reps in replicas().items():  # every stage runs again, none on a dead node
+        assert reps and all(r["node_id"] not in dead for r in reps), name
 
 
-def wait_replaced(dead_node: str, deadline_s: float = 240) -> None:
-    """Until every deployment has a running replica again, none on `dead_node`."""
+def wait_replaced(dead: set[str], deadline_s: float = 240) -> None:
+    """Until every deployment has a running replica again, none on a node of `dead`."""
     end = time.monotonic() + deadline_s
     while True:
         placed = replicas()
-        if all(reps and all(r["node_id"] != dead_node for r in reps) for reps in placed.values()):
+        if all(reps and all(r["node_id"] not in dead for r in reps) for reps in placed.values()):
             return
         assert time.monotonic() < end, f"Serve did not replace the lost replicas: {placed}"
         time.sleep(1)
