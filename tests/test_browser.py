@@ -159,8 +159,12 @@ def test_barge_in_stops_playback(page, serve_app):
     # JFK's next pass starts while the avatar speaks. A short reply may have finished playing
     # before he comes back (then that barge-in cut nothing); the mic loops, so wait for a pass that
     # talks over speech still to be played, and judge that one.
-    page.wait_for_function("(window.__bargeIns || []).some((b) => b.left > 0)", timeout=150_000)
-    barge = page.evaluate("window.__bargeIns.find((b) => b.left > 0)")
+    # (and whose reply has its line: a turn withdrawn into the next utterance may have none; seen
+    # twice in seven runs on 2026-12-02, not yet explained)
+    judged = ("(window.__bargeIns || []).find((b) => b.left > 0 && "
+              "document.querySelector(`[data-testid=transcript] li.avatar[data-turn='${b.turn}'] p`))")
+    page.wait_for_function(f"!!{judged}", timeout=150_000)
+    barge = page.evaluate(judged)
     page.wait_for_function("document.querySelector('[data-testid=status]').textContent !== 'speaking'", timeout=10_000)
     line = page.locator(f"[data-testid=transcript] li.avatar[data-turn='{barge['turn']}']")
     assert "interrupted" in line.get_attribute("class")
@@ -177,9 +181,12 @@ def test_barge_in_stops_playback(page, serve_app):
     # found by content, not position: a speculative turn the user talked on into has a line on the
     # page but none in the history (its audio was merged into the next utterance); and the mic loops
     # the same question, so earlier passes that nothing cut kept the same reply whole
+    # The part kept is shorter than the reply, and ends in "…" where the barge-in cut a piece short;
+    # one that came between two pieces (a clause or a sentence) keeps the pieces heard as they are.
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
-    kept = [r for r in replies if r.endswith("…") and full_reply.startswith(r.rstrip("…"))]
-    assert kept, (replies, full_reply)  # earlier passes may have cut the same reply too
+    kept = [r for r in replies if r.endswith("…") == barge["cut"] and len(r.rstrip("…")) < len(full_reply)
+            and full_reply.startswith(r.rstrip("…"))]
+    assert kept, (replies, full_reply, barge)  # earlier passes may have cut the same reply too
 
 
 def test_keyboard_order_and_labels(page):

@@ -239,7 +239,7 @@ function interrupt() {
   state.stoppedTurn = state.turnId;  // its segments still in flight are dropped on arrival
   const ends = player ? player.speech.map(([, b]) => b) : [];
   const left = Math.max(0, ...ends) - video.currentTime;  // reply seconds that will not be played
-  (window.__bargeIns ??= []).push({ left, turn: state.turnId, when: performance.now() });  // for tests
+  (window.__bargeIns ??= []).push({ left, turn: state.turnId, when: performance.now(), cut: Boolean(player && player.speaking) });  // for tests
   // tell the server how much of the reply was heard, so the history keeps only that
   if (state.turnId && player) {
     send({ type: "interrupted", turn_id: state.turnId, heard: player.started(state.turnId), cut: player.speaking });
