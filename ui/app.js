@@ -239,10 +239,11 @@ function interrupt() {
   state.stoppedTurn = state.turnId;  // its segments still in flight are dropped on arrival
   const ends = player ? player.speech.map(([, b]) => b) : [];
   const left = Math.max(0, ...ends) - video.currentTime;  // reply seconds that will not be played
-  (window.__bargeIns ??= []).push({ left, turn: state.turnId, when: performance.now(), cut: Boolean(player && player.speaking) });  // for tests
+  const cut = Boolean(player && player.speaking);  // a piece was playing: it is cut short
+  (window.__bargeIns ??= []).push({ left, turn: state.turnId, when: performance.now(), cut });  // for tests
   // tell the server how much of the reply was heard, so the history keeps only that
   if (state.turnId && player) {
-    send({ type: "interrupted", turn_id: state.turnId, heard: player.started(state.turnId), cut: player.speaking });
+    send({ type: "interrupted", turn_id: state.turnId, heard: player.started(state.turnId), cut });
   }
   player?.stop();
   if (state.avatarLine && !state.avatarLine.parentElement.classList.contains("interrupted")) {
