@@ -73,6 +73,10 @@ class LlmConfig(BackendConfig):
     max_tokens: int = Field(120, ge=1, le=2048)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy, the reply the benchmarks measured")
     history_turns: int = Field(6, ge=0, description="user/assistant pairs kept per conversation")
+    worked_sums: bool = Field(
+        True, description="a sum the user asks in English (\"ten minus three\") is worked out and given to the model "
+        "beside the question, as a calculator's line (serve_app/worked_sums.py): small models cannot add",
+    )
 
 
 class TtsConfig(BackendConfig):

@@ -14,6 +14,7 @@ from typing import Any
 
 from avatar_core.config import LlmConfig
 from avatar_core.types import Message
+from serve_app.worked_sums import with_worked_sum
 
 LANGUAGE_NAMES = {
     "en": "English", "es": "Spanish", "fr": "French", "de": "German", "it": "Italian",
@@ -60,8 +61,10 @@ class Conversation:
 
     def messages(self, cfg: LlmConfig, user_text: str) -> list[Message]:
         """System prompt with the session's language, the last `history_turns` exchanges, the new
-        user message."""
+        user message (with a calculator's line where it asks a sum; the history keeps the words)."""
         language = LANGUAGE_NAMES.get(self.language, self.language)
         system = f"{cfg.system_prompt} Always answer in {language}."
         kept = self.history[-2 * cfg.history_turns :] if cfg.history_turns else []
+        if cfg.worked_sums and self.language == "en":
+            user_text = with_worked_sum(user_text)
         return [{"role": "system", "content": system}, *kept, {"role": "user", "content": user_text}]
