@@ -97,6 +97,10 @@ class AnimatorConfig(BackendConfig):
         0.4, gt=0, le=30, description="the turn's first fragment: short, since it gates the first frame"
     )
     fragment_s: float = Field(1.0, gt=0, le=30, description="later fragments (fewer, larger files)")
+    fragment_growth: float | None = Field(
+        2.0, ge=1, description="each of a piece's fragments at most this many times as long as the one before "
+        "(up to fragment_s), so each can be made while the one before plays; null: straight to fragment_s",
+    )
 
 
 def _stage_section(stage: str):

@@ -95,10 +95,14 @@ def frames_for(samples: int, rate: int, fps: int) -> int:
     return max(1, -(-samples * fps // rate))
 
 
-def fragment_bounds(n_frames: int, fps: int, first_s: float, rest_s: float) -> list[tuple[int, int]]:
+def fragment_bounds(n_frames: int, fps: int, first_s: float, rest_s: float,
+                    growth: float | None = None) -> list[tuple[int, int]]:
     """Frame ranges [a, b) of the fragments of n_frames: the first at most first_s long (it gates the
-    first frame), the rest at most rest_s; a tail shorter than a quarter of rest_s joins the fragment
-    before it (never the first), rather than travel as a file of its own."""
+    first frame), the rest at most rest_s, and with `growth` each at most that many times the one
+    before (the next fragment is made while this one plays, so it must not cost more than this one
+    lasts: a 1 s fragment right after a 0.4 s one needs a render 2.5 times faster than real time);
+    a tail shorter than a quarter of rest_s joins the fragment before it (never the first), rather
+    than travel as a file of its own."""
     first, rest = max(1, round(first_s * fps)), max(1, round(rest_s * fps))
     bounds, a, size = [], 0, first
     while a < n_frames:
@@ -106,7 +110,7 @@ def fragment_bounds(n_frames: int, fps: int, first_s: float, rest_s: float) -> l
         if bounds and n_frames - b < rest // 4:
             b = n_frames
         bounds.append((a, b))
-        a, size = b, rest
+        a, size = b, rest if growth is None else max(1, min(rest, round(size * growth)))
     return bounds
 
 

@@ -75,7 +75,8 @@ async def one_call(stage: str):
     speech = Speech(np.asarray(utterance, np.float32), 16_000)
 
     async def animator():
-        async for _ in obj.animate(speech, None, "default", cfg.animator.first_fragment_s, cfg.animator.fragment_s):
+        async for _ in obj.animate(speech, None, "default", cfg.animator.first_fragment_s, cfg.animator.fragment_s,
+                                   growth=cfg.animator.fragment_growth):
             pass
 
     return {"asr": asr, "llm": llm, "tts": tts, "animator": animator}[stage]

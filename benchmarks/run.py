@@ -328,7 +328,8 @@ async def floor(stages, cfg, pcm) -> dict:
     parts["tts"] = time.perf_counter() - t
     await chunks.aclose()
     t = time.perf_counter()
-    fragments = stages["animator"].animate(chunk, None, "default", cfg.animator.first_fragment_s, cfg.animator.fragment_s)
+    fragments = stages["animator"].animate(chunk, None, "default", cfg.animator.first_fragment_s,
+                                           cfg.animator.fragment_s, growth=cfg.animator.fragment_growth)
     await anext(fragments)
     parts["animator"] = time.perf_counter() - t
     await fragments.aclose()
@@ -625,11 +626,12 @@ async def run(args) -> BenchResult:
 
 # ---- playback: the quality ladder and the page's jitter buffer, before and after ----------------
 
-# before: one rung (the animator as it was), later pieces of the reply whole sentences; sentences: the
-# quality ladder and the page's buffer with whole sentences (the after of f39a655); after: as shipped
-BEFORE = {"animator": {"ladder": [{"name": "25 fps"}]}, "tts": {"piece_growth": None}}
-SENTENCES = {"tts": {"piece_growth": None}}
-ARMS = ("before", "sentences", "after")
+# before: one rung (the animator as it was), later pieces of the reply whole sentences, 1 s fragments
+# from the second on; pieces: the quality ladder, the page's buffer and growing pieces, still 1 s
+# fragments (as shipped at 0ac165c); after: as shipped (fragments growing too)
+BEFORE = {"animator": {"ladder": [{"name": "25 fps"}], "fragment_growth": None}, "tts": {"piece_growth": None}}
+PIECES = {"animator": {"fragment_growth": None}}
+ARMS = ("before", "pieces", "after")
 WATERFALL = MILESTONES  # the planner's milestones (capacity/waterfall.py), measured
 
 
@@ -710,10 +712,10 @@ def playback_row(arm: str, sessions: int, turns: list[v2f.Turn], detail: list[Tu
 async def playback_ab(args) -> dict:
     """The concurrency runs once per arm per number of sessions, the arms' order rotating: `before`,
     an ingress whose animator has one rung (as it was) and whose reply reaches TTS in whole sentences,
-    on a page that plays each fragment on arrival; `sentences`, the ladder and the page's jitter
-    buffer with whole sentences; `after`, the shipped graph (the ladder, growing pieces) on the page
+    on a page that plays each fragment on arrival; `pieces`, the ladder, the page's jitter buffer and
+    growing pieces, 1 s fragments after the first; `after`, the shipped graph (fragments growing too) on the page
     with its jitter buffer. The same ASR, LLM and TTS replicas serve all three, and the same
-    Animator `sentences` and `after`."""
+    Animator `pieces` and `after` (the ingress passes the fragments' growth with each call)."""
     from avatar_core.media import decode_audio
     from ray import serve
 
@@ -728,8 +730,8 @@ async def playback_ab(args) -> dict:
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     try:
         graph.second_ingress("before", bench_config(BEFORE), own=("animator",), autoscaled=True)
-        graph.second_ingress("sentences", bench_config(SENTENCES), own=())
-        urls = {"before": graph.ws_url("before"), "sentences": graph.ws_url("sentences"), "after": graph.ws_url()}
+        graph.second_ingress("pieces", bench_config(PIECES), own=())
+        urls = {"before": graph.ws_url("before"), "pieces": graph.ws_url("pieces"), "after": graph.ws_url()}
         for pcm, end in zip(clips, ends):  # warm: one unmeasured turn per input on each arm
             for url in urls.values():
                 await v2f.hands_free(url, pcm, end_s=end)
@@ -877,8 +879,9 @@ def main() -> None:
     parser.add_argument("--no-ab", dest="ab", action="store_false")
     parser.add_argument("--playback-ab", action="store_true",
                         help="only the concurrency runs, before (one animator rung, whole sentences, no page "
-                        "buffer), sentences (the quality ladder and the page's jitter buffer, whole sentences) and "
-                        "after (as shipped: growing pieces too), with underruns, rungs and the waterfall")
+                        "buffer, 1 s fragments), pieces (the quality ladder, the page's jitter buffer, growing pieces, "
+                        "1 s fragments) and after (as shipped: growing fragments too), with underruns, rungs and the "
+                        "waterfall")
     args = parser.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     args.questions = min(len(QUESTIONS), args.questions if args.questions is not None else (1 if args.quick else 3))

@@ -63,6 +63,7 @@ class TurnConfig:
     hop_s: float = 0.003  # a handle round trip per stage call
     first_fragment_s: float = 0.4
     fragment_s: float = 1.0
+    fragment_growth: float | None = None  # each fragment at most this many times the one before (animator.fragment_growth)
     max_turns: int | None = None  # the ingress's admission.max_turns
     # the client starts a reply's speech this long after its first fragment arrived (0: at once, as
     # the page does); None: an adaptive jitter buffer, the largest need of the session's last five
@@ -80,15 +81,25 @@ def draw(rng: random.Random, v):
     return v
 
 
-def fragments(piece_s: float, first: bool, cfg: TurnConfig) -> list[float]:
-    """The lengths a piece is cut into: the turn's first fragment short, later ones about 1 s."""
+def next_size(last_s: float | None, cfg: TurnConfig) -> float:
+    """The next fragment's length after one of `last_s` (None: the turn's first)."""
+    if last_s is None:
+        return cfg.first_fragment_s
+    if cfg.fragment_growth is None:
+        return cfg.fragment_s
+    return min(cfg.fragment_s, cfg.fragment_growth * max(cfg.first_fragment_s, last_s))  # a short tail: from the first's
+
+
+def fragments(piece_s: float, last_s: float | None, cfg: TurnConfig) -> list[float]:
+    """The lengths a piece is cut into: the turn's first fragment short, later ones growing to
+    about `fragment_s`."""
     out, left = [], piece_s
-    size = cfg.first_fragment_s if first else cfg.fragment_s
     while left > EPS:
+        size = next_size(last_s, cfg)
         take = left if left < size * 1.5 else size
         out.append(take)
         left -= take
-        size = cfg.fragment_s
+        last_s = take
     return out
 
 
@@ -173,14 +184,14 @@ class Turn:
             return
         k = self.anim_k
         have = self.avail[k] - self.anim_used
-        first = not self.arrivals and self.anim_used == 0 and k == 0
-        need = self.cfg.first_fragment_s if not self.arrivals else self.cfg.fragment_s
+        last_s = self.durations[-1] if self.durations else None
+        need = next_size(last_s, self.cfg)
         if have < need - EPS and not (self.tts_done[k] and have > EPS):
             return
         self.anim_busy = True
         c = self.sim.deps["animator"].cost
         marks, cum = [], 0.0
-        for length in fragments(have, first, self.cfg):
+        for length in fragments(have, last_s, self.cfg):
             cum += length
             marks.append((c.fixed_s + c.per_audio_s * cum, lambda length=length: self.fragment(length)))
         piece = have

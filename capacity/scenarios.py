@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
+from avatar_core.config import AnimatorConfig
 from capacity.avatar import Clip, TurnConfig, Workload
 from capacity.cluster import NodeType
 from capacity.engine import StageCost
@@ -17,6 +18,11 @@ from capacity.sim import Scenario, Sim
 
 # run.py's CPU groups that are ours (the stages, the ingress, Serve's proxy, Ray, the clients)
 OURS = ("ASR", "LLM", "TTS", "Animator", "Ingress", "proxy", "ray", "client")
+
+
+def _default(field: str):
+    """The app's default for an animator setting a serve config leaves out."""
+    return AnimatorConfig.model_fields[field].default
 
 
 def l4_scenario(inputs: L4Inputs, serve: dict | None = None, fixed: dict[str, int] | None = None,
@@ -88,7 +94,8 @@ def local_scenario(bench: BenchResult, cores: float = 2.0, start_load: bool = Tr
     )
     turn = TurnConfig(endpointing_s=float(ep),
                       first_fragment_s=args["animator"].get("first_fragment_s", 0.4),
-                      fragment_s=args["animator"].get("fragment_s", 1.0))
+                      fragment_s=args["animator"].get("fragment_s", 1.0),
+                      fragment_growth=args["animator"].get("fragment_growth", _default("fragment_growth")))
     node = NodeType("local", None, gpus=0, cpus=cores, capacity=cores, min_nodes=1, max_nodes=1, start_s=0)
     specs = stage_specs(serve)
     for spec in specs.values():

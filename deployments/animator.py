@@ -119,13 +119,15 @@ class Animator(Stage):
         deadline: float | None = None,
         rung: int = 0,
         hold_s: float = 0.0,
+        growth: float | None = None,
     ) -> AsyncIterator[Fragment]:
         """Fragments of this audio in order: the first at most `first_s` long, the rest at most
         `fragment_s` (defaults from the config), each with the state after it. `deadline`: when the
         client will have played everything sent before this call (`time.time()` seconds); None:
         nothing of the turn plays yet, so the first fragment has no deadline and starts playing
         `hold_s` (the client's jitter buffer) after it is made. `rung`: the rung of the session's
-        last fragment, where the ladder starts."""
+        last fragment, where the ladder starts. `growth`: each fragment at most this many times the
+        one before (the turn passes `animator.fragment_growth`; None: straight to `fragment_s`)."""
         cfg = self.cfg
         with self.counters.track(avatar_id=avatar_id):
             await self._note_conversation()
@@ -133,7 +135,8 @@ class Animator(Stage):
             state = state if state is not None else self.backend.new_state()
             n_frames = -(-speech.pcm.size * cfg.fps // speech.sample_rate)
             audio_16k = _exact(resample(speech.pcm, speech.sample_rate, ASR_RATE), n_frames * ASR_RATE // cfg.fps)
-            bounds = fragment_bounds(n_frames, cfg.fps, first_s or cfg.first_fragment_s, fragment_s or cfg.fragment_s)
+            bounds = fragment_bounds(n_frames, cfg.fps, first_s or cfg.first_fragment_s, fragment_s or cfg.fragment_s,
+                                     growth)
             hop, rate = ASR_RATE // cfg.fps, speech.sample_rate
             if self.backend.renders_whole_pieces:
                 # A backend that keeps a stream running (Ditto) renders the piece in one call, so it

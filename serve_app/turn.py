@@ -363,20 +363,27 @@ class Turn:
                 _, _, chunk, ended = await self.audio.get()
 
     def fragment_s(self) -> float:
+        """The next fragment's length: the turn's first short (or as long as the client's hold), the
+        rest up to `fragment_s`, each at most `fragment_growth` times the one before."""
         cfg = self.cfg.animator
-        return self.playback.first_fragment_s(cfg.first_fragment_s, cfg.fragment_s) if self.fragments == 0 else cfg.fragment_s
+        if self.fragments == 0:
+            return self.playback.first_fragment_s(cfg.first_fragment_s, cfg.fragment_s)
+        if cfg.fragment_growth is None:
+            return cfg.fragment_s
+        # from a piece's short tail it grows from the first fragment's length, not from the tail
+        return min(cfg.fragment_s, cfg.fragment_growth * max(cfg.first_fragment_s, self.playback.durations[-1]))
 
     async def render(self, index: int, sentence: str, piece: Speech, ends_sentence: bool) -> None:
         cfg, conv = self.cfg.animator, self.conv
         first_s = self.fragment_s()
         n_frames = -(-piece.pcm.size * cfg.fps // piece.sample_rate)
-        count = len(fragment_bounds(n_frames, cfg.fps, first_s, cfg.fragment_s))
+        count = len(fragment_bounds(n_frames, cfg.fps, first_s, cfg.fragment_s, cfg.fragment_growth))
         started = time.perf_counter()
         async with conv.anim_lock:
             # the animator makes each fragment on the best rung that reaches the client in time
             request = self.stages.face(conv.id).options(stream=True).animate.remote(
                 piece, conv.anim_state, conv.avatar_id, first_s, cfg.fragment_s,
-                self.playback.deadline(), self.playback.rung, self.playback.hold_s,
+                self.playback.deadline(), self.playback.rung, self.playback.hold_s, cfg.fragment_growth,
             )
             k, since = 0, started
             async for fragment in stream_stage("animator", request, self.timeout_s):

@@ -94,6 +94,22 @@ def test_one_turn_without_queueing_takes_the_sum_of_its_costs():
     assert report.turns == 1 and report.rejected == 0
 
 
+def test_fragments_grow_as_the_animator_config_says():
+    """The planner cuts fragments as the Animator does (animator.fragment_growth): 2.0 s of speech
+    is 0.4 + 1.0 + 0.6 straight to 1 s fragments, 0.4 + 0.8 + 0.8 with growth 2."""
+    from capacity.avatar import fragments
+
+    w = Workload(utterance_s=3.0, think_s=0.0, sentences=1, reply_s=2.0, tokens_per_speech_s=5.0, turns=1)
+    cut = {}
+    for growth in (None, 2.0):
+        turn = TurnConfig(endpointing_s=0.7, hop_s=0.01, first_fragment_s=0.4, fragment_s=1.0, fragment_growth=growth)
+        sim = Sim(scenario(workload=w, turn=turn), seed=3).closed(1, turns=1)
+        sim.run(60)
+        cut[growth] = sim.results[0]["fragments"], fragments(2.0, None, turn)
+    assert cut[None] == (3, pytest.approx([0.4, 1.0, 0.6]))
+    assert cut[2.0] == (3, pytest.approx([0.4, 0.8, 0.8]))
+
+
 def test_underruns_appear_only_when_the_animator_is_slower_than_speech():
     w = Workload(utterance_s=2.0, think_s=0.0, sentences=3, reply_s=9.0)
     fast, slow = (Sim(scenario({"animator": StageCost(fixed_s=0.1, per_audio_s=rtf, demand=0)}, workload=w), seed=1)

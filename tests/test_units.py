@@ -74,3 +74,20 @@ def test_fragment_bounds_first_short_then_about_a_second(n, expected):
     from avatar_core.media import fragment_bounds
 
     assert fragment_bounds(n, 25, 0.4, 1.0) == expected
+
+
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (10, [(0, 10)]),
+        (30, [(0, 10), (10, 30)]),  # the second at most twice the first
+        (60, [(0, 10), (10, 30), (30, 60)]),  # then up to a second (a 5-frame tail joins it)
+        (100, [(0, 10), (10, 30), (30, 55), (55, 80), (80, 100)]),
+    ],
+)
+def test_fragment_bounds_grow_at_most_by_growth(n, expected):
+    """Each fragment is made while the one before plays: with growth 2 a 0.4 s first is followed by
+    0.8 s, not 1 s."""
+    from avatar_core.media import fragment_bounds
+
+    assert fragment_bounds(n, 25, 0.4, 1.0, growth=2.0) == expected
