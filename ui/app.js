@@ -176,13 +176,17 @@ function handle(ev, expectBytes) {
       state.thinking = true; break;
     case "cancelled":
       state.thinking = false;
-      if (ev.merged) dropLastTurn();  // the next transcript repeats these words with the rest
+      if (ev.merged) {  // the next transcript repeats these words with the rest
+        (window.__merged ??= []).push(state.turnId);  // for tests
+        dropLastTurn();
+      }
       else if (ev.reason === "barge_in") interrupt();
       break;
     case "turn":
       state.turnId = ev.turn_id; break;
     case "transcript":
       state.thinking = true; state.avatarLine = null;
+      (window.__heardAt ??= []).push(performance.now());  // for tests
       addLine("user", ev.text || "(nothing heard)");
       break;
     case "reply":
