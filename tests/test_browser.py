@@ -183,11 +183,12 @@ def test_barge_in_stops_playback(page, serve_app):
     # found by content, not position: a speculative turn the user talked on into has a line on the
     # page but none in the history (its audio was merged into the next utterance); and the mic loops
     # the same question, so earlier passes that nothing cut kept the same reply whole
-    # The part kept is shorter than the reply, and ends in "…" where the barge-in cut a piece short;
-    # one that came between two pieces (a clause or a sentence) keeps the pieces heard as they are.
+    # The part kept begins the reply and ends in "…" where the barge-in cut a piece short (a cut in
+    # the last piece keeps its words: the whole text, then "…"); one that came between two pieces
+    # (a clause or a sentence) keeps the pieces heard as they are, shorter than the reply.
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
-    kept = [r for r in replies if r.endswith("…") == barge["cut"] and len(r.rstrip("…")) < len(full_reply)
-            and full_reply.startswith(r.rstrip("…"))]
+    kept = [r for r in replies if r.endswith("…") == barge["cut"] and full_reply.startswith(r.rstrip("…"))
+            and (barge["cut"] or len(r) < len(full_reply))]
     assert kept, (replies, full_reply, barge)  # earlier passes may have cut the same reply too
 
 
