@@ -191,8 +191,9 @@ class WsSession:
     async def words_of(self, key: int, task: asyncio.Task, started: float) -> None:
         # At most incomplete_silence_s: a slow ASR (queued behind other sessions) holds no decision
         # longer than the long silence would; the turn can still use the transcript when it comes.
-        try:
-            text = await asyncio.wait_for(asyncio.shield(task), self.cfg.endpointing.incomplete_silence_s)
+        try:  # asyncio.timeout: 3.11's wait_for drops a cancel that meets the transcript
+            async with asyncio.timeout(self.cfg.endpointing.incomplete_silence_s):
+                text = await asyncio.shield(task)
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():
                 raise  # the session is closing

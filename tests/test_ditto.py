@@ -5,6 +5,7 @@ every test that uses it says so in its name. The window arithmetic is checked by
 import asyncio
 import importlib
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -406,3 +407,39 @@ def test_pytorch_checkpoints_are_loaded_without_weights_only(monkeypatch):
     (cfg.checkpoint_dir / "lmdm_v0.4_hubert.pth").write_bytes(b"")
     Ditto(cfg)
     assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
+
+
+def test_a_cancel_that_meets_a_frame_still_stops_the_wait():
+    """A barge-in cancels a render while its frames arrive. The wait for the next frame must end
+    with the cancel whichever loop step the frame lands on (Python 3.11's asyncio.wait_for returned
+    the frame and dropped the cancel: the render then waited a minute for frames that never came)."""
+    from types import SimpleNamespace
+
+    from backends.ditto.streams import Stream
+
+    async def cancelled_after(steps: int) -> str | None:
+        """Cancel the wait `steps` loop steps after a frame lands: what the wait ended with (None
+        if it had returned the frame before the cancel was sent)."""
+        stream = Stream.__new__(Stream)
+        stream.sink = SimpleNamespace(frames=asyncio.Queue())
+        stream.slot = SimpleNamespace(sdk=SimpleNamespace(stop_event=threading.Event()))
+        stream.cfg = SimpleNamespace(frame_timeout_s=60)
+        task = asyncio.create_task(stream._next(asyncio.get_running_loop().create_future()))
+        await asyncio.sleep(0.01)  # waiting for a frame
+        stream.sink.frames.put_nowait((0, "frame"))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if task.done():
+            return None
+        task.cancel()
+        try:
+            return f"returned {await task}"
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    async def each() -> list[str | None]:
+        return [await asyncio.wait_for(cancelled_after(k), 30) for k in range(8)]
+
+    ended = asyncio.run(each())
+    sent = [e for e in ended if e is not None]
+    assert sent and all(e == "cancelled" for e in sent), ended

@@ -178,9 +178,10 @@ class Stream:
     async def _next(self, feeding: asyncio.Future) -> tuple[int, np.ndarray]:
         waited = 0.0
         while True:
-            try:
-                item = await asyncio.wait_for(self.sink.frames.get(), 0.1)
-            except asyncio.TimeoutError:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel that meets a frame
+                async with asyncio.timeout(0.1):
+                    item = await self.sink.frames.get()
+            except TimeoutError:
                 waited += 0.1
                 if feeding.done() and feeding.exception() is not None:
                     raise StreamError(f"Ditto run_chunk failed: {feeding.exception()!r}") from feeding.exception()
