@@ -54,6 +54,14 @@ class AsrConfig(BackendConfig):
     """What every ASR backend has; backends add their own fields (`backends/`)."""
 
 
+LANGUAGE_NAMES = {
+    "en": "English", "es": "Spanish", "fr": "French", "de": "German", "it": "Italian",
+    "pt": "Portuguese", "pl": "Polish", "tr": "Turkish", "ru": "Russian", "nl": "Dutch",
+    "cs": "Czech", "ar": "Arabic", "zh": "Chinese", "ja": "Japanese", "hu": "Hungarian",
+    "ko": "Korean", "hi": "Hindi",
+}
+
+
 class LlmConfig(BackendConfig):
     """What every LLM backend has. The conversation (system prompt, history, language) is the
     ingress's: it builds the messages, so every backend, ours or Ray's vLLM server, sees the same."""
@@ -77,6 +85,10 @@ class LlmConfig(BackendConfig):
         True, description="a sum the user asks in English (\"ten minus three\") is worked out and given to the model "
         "beside the question, as a calculator's line (serve_app/worked_sums.py): small models cannot add",
     )
+
+    def system_message(self, language: str) -> str:
+        """The system message of a conversation in `language` (a code): the prompt and a language line."""
+        return f"{self.system_prompt} Always answer in {LANGUAGE_NAMES.get(language, language)}."
 
 
 class TtsConfig(BackendConfig):

@@ -110,7 +110,7 @@ def live(clips: dict[str, np.ndarray], runs: int) -> None:
                 for label, url in urls.items():
                     turn = asyncio.run(hands_free(url, pcm, end_s=speech_end_s(pcm)))
                     turns.setdefault((name, label), []).append(turn)
-        print(f"\nVoice to face over /ws, real-time 20 ms PCM, {runs} turns each, alternating (s)\n")
+        print(f"\nVoice to face over /ws, real-time 100 ms PCM messages as the page sends, {runs} turns each, alternating (s)\n")
         print("| clip | config | v2f p50 | v2f p95 | endpointing p50 | ASR p50 | rest p50 | utterance_end events |")
         print("|---|---|---|---|---|---|---|---|")
         for (name, label), ts in turns.items():

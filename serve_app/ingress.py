@@ -57,6 +57,7 @@ class Ingress:
         turn_model.for_config(self.cfg.endpointing)  # a missing model fails the deploy, not a session
         self.replica = serve.get_replica_context().replica_id.unique_id  # X-Replica: which one answered
         self._status: tuple[float, dict, str] | None = None
+        self._warming = asyncio.get_running_loop().create_task(self.service.warm())  # Serve runs this in its loop
 
     async def read_upload(
         self, request: Request, field: str, limit: int, max_fields: int = 4

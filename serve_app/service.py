@@ -77,6 +77,17 @@ class TurnService:
         self.avatars = Library(cfg.storage.dir, "avatars", ".png")
         self.voices = Library(cfg.storage.dir, "voices", ".wav")
 
+    async def warm(self) -> None:
+        """One small request through each of our stages' handles, when the replica starts: a handle's
+        first request waits while Serve's router learns the stage's replicas, and without this a
+        replica's first turn pays that on its TTS and animator calls."""
+        stages = self.stages
+        handles = [stages.asr, stages.tts, stages.animator] + ([stages.llm] if stages.llm_client is None else [])
+        results = await asyncio.gather(*(h.stats.remote() for h in handles), return_exceptions=True)
+        for handle, result in zip(handles, results):
+            if isinstance(result, Exception):
+                log.warning("warming the route to %s failed: %r", handle.deployment_name, result)
+
     # ---- validation ----------------------------------------------------------------------------
 
     def choice(self, avatar_id: object = None, voice_id: object = None, language: object = None) -> Choice:

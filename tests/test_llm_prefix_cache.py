@@ -85,3 +85,22 @@ def test_without_the_cache_every_turn_evaluates_the_whole_prompt():
         messages = conversation(question)
         _, calls = evaluated(llm, messages)
         assert calls[0] == len(llm._tokens(messages))
+
+
+def test_a_new_replicas_warm_up_caches_the_prompt_an_english_conversation_sends():
+    from serve_app.conversation import Conversation
+
+    cfg = LlamaCpp.Config(system_prompt=SYSTEM)
+    fresh = LlamaCpp(cfg)
+    asyncio.run(fresh.probe())  # what the stage does when its replica starts
+    messages = Conversation("c").messages(cfg, "What do cows drink?")
+    _, calls = evaluated(fresh, messages)
+    assert calls[0] == len(fresh._tokens(messages)) - fresh._primed_n  # the first turn: only what follows it
+
+
+def test_without_the_cache_the_health_probe_evaluates_no_system_prompt():
+    llm = LlamaCpp(LlamaCpp.Config(prefix_cache=False, system_prompt=SYSTEM))
+    calls, original = [], llm.llm.eval
+    llm.llm.eval = lambda tokens: (calls.append(len(tokens)), original(tokens))[1]
+    asyncio.run(llm.probe())
+    assert calls[0] == len(llm._tokens([{"role": "user", "content": "Hello."}]))  # not the prompt, every probe
