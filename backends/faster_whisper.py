@@ -153,5 +153,5 @@ class FasterWhisper(AsrBackend):
         load the VAD too, so neither the first turn nor a health probe skips the decoder."""
         noise = (0.05 * np.random.default_rng(0).standard_normal(16_000)).astype(np.float32)
         language = "en" if "en" in self.languages(self.cfg) else sorted(self.languages(self.cfg))[0]
-        await run_in_thread(self._transcribe, noise, language, False, False)
-        await run_in_thread(self._transcribe, noise, language, True)
+        await run_in_thread(lambda: self._transcribe(noise, language, vad_filter=False, gate=False))
+        await run_in_thread(lambda: self._transcribe(noise, language, vad_filter=True))

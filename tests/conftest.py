@@ -49,12 +49,19 @@ STORAGE = Path(tempfile.mkdtemp(prefix="avatar-test-storage-"))
 def app_config():
     """The app's config for tests: the defaults, but greedy decoding so replies are reproducible;
     an upload cap below the proxy's 16 MiB WebSocket frame limit so the app's own check is reachable;
-    and a fresh upload directory. Hands-free turns end with the default turn model (Smart Turn):
-    JFK's pauses do not split his sentence into turns (tests/test_turn_taking.py)."""
+    and a fresh upload directory. Hearing as serve_config.yaml ships it (its 10 s window: the
+    backend's own default of 30 s, kept for the GPU, made the speculative ASR at a pause three times
+    slower than the product's, so JFK's words came after he went on). Hands-free turns end with the
+    default turn model (Smart Turn): JFK's pauses do not split his sentence into turns
+    (tests/test_turn_taking.py)."""
+    import yaml
+
     from avatar_core.config import AppConfig
 
+    shipped = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
     return AppConfig.model_validate(
         {
+            "asr": shipped["asr"],
             "llm": {"temperature": 0.0},
             "limits": {"max_upload_bytes": TEST_MAX_UPLOAD},
             "storage": {"dir": str(STORAGE)},

@@ -103,7 +103,8 @@ HTTP_CASES = [
     HttpCase("wav 8 kHz", upload(lambda: m.jfk_wav(8_000)), 200, expect_words=JFK_FIRST_WORDS),
     HttpCase("wav 96 kHz", upload(lambda: m.jfk_wav(96_000)), 200, expect_words=JFK_FIRST_WORDS),
     HttpCase("wav 6 channels", upload(lambda: m.jfk_wav(16_000, channels=6)), 200, expect_words=JFK_FIRST_WORDS),
-    HttpCase("wav u8", upload(lambda: m.jfk_wav(16_000, "PCM_U8")), 200, expect_words=JFK_FIRST_WORDS),
+    # 8-bit samples hiss (48 dB below full scale): tiny.en heard "America asked not" in it at times
+    HttpCase("wav u8", upload(lambda: m.jfk_wav(16_000, "PCM_U8")), 200, expect_words="not what your country can do"),
     HttpCase("wav s32", upload(lambda: m.jfk_wav(16_000, "PCM_32")), 200, expect_words=JFK_FIRST_WORDS),
     HttpCase("wav float", upload(lambda: m.jfk_wav(16_000, "FLOAT")), 200, expect_words=JFK_FIRST_WORDS),
     HttpCase("wav double", upload(lambda: m.jfk_wav(16_000, "DOUBLE")), 200, expect_words=JFK_FIRST_WORDS),

@@ -187,11 +187,14 @@ def test_sentences_arrive_as_fragments_of_whole_frames_joined_without_a_jump(ser
     for event, seg in zip(segments, decoded):
         assert seg.same_length_within_a_frame(), event
         assert abs(seg.video_s - event["duration_s"]) < 1e-6
-    # each sentence is cut as the animator was asked: the turn's first fragment 0.4 s, then ~1 s
+    # each sentence is cut as the animator was asked: the turn's first fragment 0.4 s, then each at
+    # most twice the one before (fragment_growth), up to 1 s
+    cfg = app_config().animator
     first_sentence = [d for e, d in zip(segments, decoded) if e["sentence"] == 0]
     frames = [len(d.frames) for d in first_sentence]
     assert len(frames) >= 2, "the first sentence is longer than the 0.4 s first fragment"
-    assert frames == [b - a for a, b in fragment_bounds(sum(frames), 25, 0.4, 1.0)]
+    bounds = fragment_bounds(sum(frames), cfg.fps, cfg.first_fragment_s, cfg.fragment_s, cfg.fragment_growth)
+    assert frames == [b - a for a, b in bounds]
     # the face moves on from fragment to fragment no more than it moves inside one
     inside = [face_step(d.frames[i], d.frames[i + 1]) for d in decoded for i in range(len(d.frames) - 1)]
     # (between fragments of one quality rung: where the animator's ladder changed the frame rate or
