@@ -117,8 +117,8 @@ function connect() {
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   let pending = null;  // the segment/idle event whose bytes come next
-  ws.onopen = () => {
-    state.connected = true; state.retries = 0; showBanner("");
+  ws.onopen = () => {  // "idle" waits for the session event: the server holds the conversation then
+    state.retries = 0; showBanner("");
     if (player) URL.revokeObjectURL(video.src);
     player = window.__player = new SegmentPlayer(video); state.turnId = null;
     applyMuted();
@@ -154,6 +154,7 @@ function connect() {
 function handle(ev, expectBytes) {
   switch (ev.type) {
     case "session":
+      state.connected = true;
       document.body.dataset.session = state.sessionId = ev.session_id;  // GET /api/v1/sessions/{id}
       document.body.dataset.resumed = ev.resumed;
       if (state.lostTurn) {
