@@ -16,13 +16,6 @@ from avatar_core.config import LlmConfig
 from avatar_core.types import Message
 from serve_app.worked_sums import with_worked_sum
 
-LANGUAGE_NAMES = {
-    "en": "English", "es": "Spanish", "fr": "French", "de": "German", "it": "Italian",
-    "pt": "Portuguese", "pl": "Polish", "tr": "Turkish", "ru": "Russian", "nl": "Dutch",
-    "cs": "Czech", "ar": "Arabic", "zh": "Chinese", "ja": "Japanese", "hu": "Hungarian",
-    "ko": "Korean", "hi": "Hindi",
-}
-
 
 @dataclass
 class Conversation:
@@ -62,9 +55,8 @@ class Conversation:
     def messages(self, cfg: LlmConfig, user_text: str) -> list[Message]:
         """System prompt with the session's language, the last `history_turns` exchanges, the new
         user message (with a calculator's line where it asks a sum; the history keeps the words)."""
-        language = LANGUAGE_NAMES.get(self.language, self.language)
-        system = f"{cfg.system_prompt} Always answer in {language}."
         kept = self.history[-2 * cfg.history_turns :] if cfg.history_turns else []
         if cfg.worked_sums and self.language == "en":
-            user_text = with_worked_sum(user_text)
+            user_text = with_worked_sum(user_text, [m["content"] for m in kept if m["role"] == "user"])
+        system = cfg.system_message(self.language)
         return [{"role": "system", "content": system}, *kept, {"role": "user", "content": user_text}]

@@ -7,7 +7,7 @@ import pytest
 
 from avatar_core.config import LlmConfig
 from serve_app.conversation import Conversation
-from serve_app.worked_sums import with_worked_sum, worked_sum
+from serve_app.worked_sums import last_answer, with_worked_sum, worked_sum
 
 
 @pytest.mark.parametrize("said, line", [
@@ -30,9 +30,29 @@ def test_a_spoken_sum_is_worked_out(said, line):
 @pytest.mark.parametrize("said", [
     "Hello, how are you today?", "I have two cats and one dog.", "Now add three to that.",
     "What is ten divided by zero?", "Two plus", "What is the capital of France?",
+    "9" * 400 + " times 0",  # past a float's range: no "inf" or "nan" for the model to say
 ])
 def test_anything_else_gets_no_line(said):
     assert worked_sum(said) is None and with_worked_sum(said) == said
+
+
+@pytest.mark.parametrize("earlier, said, line", [
+    (["What is two plus two?"], "Now add three to that.", "4 plus 3 is 7"),
+    (["What is two plus two?", "Now add three to that."], "Then divide that by two.", "7 divided by 2 is 3.5"),
+    (["What is five plus six?"], "Double it.", "11 times 2 is 22"),
+    (["What is ten times four?"], "Take away five from the answer.", "40 minus 5 is 35"),
+    (["What is three minus five?"], "Multiply that by ten.", "-2 times 10 is -20"),
+    (["What is nine minus four?"], "What is half of that?", "half of 5 is 2.5"),
+    ([], "Add two to five.", "5 plus 2 is 7"),
+])
+def test_that_is_the_answer_to_the_sum_before(earlier, said, line):
+    assert worked_sum(said, last_answer(earlier)) == line
+
+
+@pytest.mark.parametrize("earlier", [[], ["Hello there."], ["What is two plus two?", "I have a cat."]])
+def test_that_refers_to_no_sum_when_the_user_asked_none_just_before(earlier):
+    assert last_answer(earlier) is None
+    assert with_worked_sum("Now add three to that.", earlier) == "Now add three to that."
 
 
 def test_the_model_gets_the_line_and_the_history_keeps_the_words():
@@ -42,6 +62,10 @@ def test_the_model_gets_the_line_and_the_history_keeps_the_words():
     assert messages[-1]["content"] == "And five plus six?\n(Calculator: 5 plus 6 is 11.)"
     assert messages[1]["content"] == "What is nine minus four?"  # earlier turns as they were said
     assert conv.messages(LlmConfig(backend="llama-cpp", worked_sums=False), "And five plus six?")[-1]["content"] == "And five plus six?"
+    conv.remember("And five plus six?", "Five plus six is eleven.")
+    assert conv.messages(LlmConfig(backend="llama-cpp"), "Add one to that.")[-1]["content"] == (
+        "Add one to that.\n(Calculator: 11 plus 1 is 12.)"  # "that": the sum asked just before
+    )
     conv.language = "de"  # the operators read are English ones
     assert conv.messages(LlmConfig(backend="llama-cpp"), "And five plus six?")[-1]["content"] == "And five plus six?"
 
