@@ -409,10 +409,11 @@ def test_pytorch_checkpoints_are_loaded_without_weights_only(monkeypatch):
     assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
 
 
-def test_a_cancel_that_meets_a_frame_still_stops_the_wait():
+def test_stand_in_sink_a_cancel_that_meets_a_frame_still_stops_the_wait():
     """A barge-in cancels a render while its frames arrive. The wait for the next frame must end
     with the cancel whichever loop step the frame lands on (Python 3.11's asyncio.wait_for returned
-    the frame and dropped the cancel: the render then waited a minute for frames that never came)."""
+    the frame and dropped the cancel: the render then waited a minute for frames that never came).
+    The stream's sink and slot are stand-ins: only its wait is under test."""
     from types import SimpleNamespace
 
     from backends.ditto.streams import Stream
