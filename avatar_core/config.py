@@ -202,6 +202,11 @@ class EndpointingConfig(_Strict):
     incomplete_silence_s: float = Field(
         2.0, gt=0.0, description="silence that ends an utterance the model called incomplete"
     )
+    transcribe_silence_s: float = Field(
+        0.1, gt=0.0, description="silence after which the speech so far is transcribed (speculatively, "
+        "for the words and the turn), so that the words are ready when the turn model is asked at "
+        "turn_silence_s; an ASR call wasted where the speaker goes on sooner; at most turn_silence_s",
+    )
     words: bool = Field(
         True, description="end of turn from sound and words together: the speech so far is transcribed at "
         "each pause (the turn reuses it); plainly unfinished words keep listening, a finished sentence ends "

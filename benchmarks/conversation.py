@@ -296,14 +296,16 @@ class PauseRecord:
 
 
 def run_endpointer(cfg, pcm: np.ndarray):
-    """The endpointer (decide=False) over a clip in 40 ms chunks: [(Pause, silence length)]."""
-    from serve_app.endpointing import Endpointer, Pause, Resume, UtteranceEnd
+    """The endpointer (decide=False) over a clip in 40 ms chunks: [(Pause, silence length)], and how
+    many hushes (ASR calls started at transcribe_silence_s) it reported."""
+    from serve_app.endpointing import Endpointer, Hush, Pause, Resume, UtteranceEnd
 
     ep = Endpointer(cfg, decide=False)
     pcm16 = (np.clip(pcm, -1, 1) * 32767).astype("<i2")
-    pauses, out = [], []
+    pauses, out, hushes = [], [], 0
     for k in range(0, len(pcm16), 640):
         for e in ep.push(pcm16[k : k + 640]):
+            hushes += isinstance(e, Hush)
             if isinstance(e, Pause):
                 pauses.append(e)
             elif isinstance(e, Resume) and pauses:
@@ -312,23 +314,28 @@ def run_endpointer(cfg, pcm: np.ndarray):
                 out.append((pauses.pop(), float("inf")))
                 pauses.clear()
     out += [(p, float("inf")) for p in pauses]
-    return [(p, end - (p.at_s - cfg.turn_silence_s)) for p, end in out]
+    return [(p, end - (p.at_s - cfg.turn_silence_s)) for p, end in out], hushes
 
 
-async def end_of_turn_records(clips: list[Clip], cfg, asr) -> list[PauseRecord]:
-    records = []
+async def end_of_turn_records(clips: list[Clip], cfg, asr) -> tuple[list[PauseRecord], dict]:
+    """The pauses of every clip, at 0.2 and 0.3 s; and, at the shipped settings, ASR calls made at
+    hushes against pauses that reached the turn model (the rest are wasted: the speaker went on)."""
+    records, calls = [], {"hushes": 0, "pauses": 0}
     for i, clip in enumerate(clips):
         if clip.paused is None:
             continue
         for ask_s in (0.2, 0.3):
             ecfg = cfg.endpointing.model_copy(update={"turn_silence_s": ask_s, "turn_model": "smart-turn"})
-            found = await asyncio.to_thread(run_endpointer, ecfg, clip.paused)
+            found, hushes = await asyncio.to_thread(run_endpointer, ecfg, clip.paused)
+            if ask_s == cfg.endpointing.turn_silence_s:
+                calls["hushes"] += hushes
+                calls["pauses"] += len(found)
             for pause, silence in found:
                 t = time.perf_counter()
                 heard = await asr.transcribe(pause.pcm, "en")
                 records.append(PauseRecord(i, ask_s, pause.p_complete, heard, time.perf_counter() - t,
                                            final=silence == float("inf"), silence_s=silence))
-    return records
+    return records, calls
 
 
 @dataclass(frozen=True)
@@ -354,10 +361,12 @@ def detectors(cfg, ask_s: float, knob: float | None = None, kinds=("silence", "s
     if "smart-turn" in kinds:
         out.append(Detector("Smart Turn", f"P ≥ {theta:.2f} at {ask_s:.1f} s",
                             lambda r, t=theta: ask_s if r.p >= t else long, True))
-    if "words" in kinds:
+    if "words" in kinds:  # the words come ASR's time after the hush (transcribe_silence_s), Smart Turn at ask_s
         wcfg = ecfg.model_copy(update={"turn_threshold": min(max(theta, 0.01), 0.99), "words": True})
-        out.append(Detector("Smart Turn + words", f"P ≥ {theta:.2f} at {ask_s:.1f} s, words",
-                            lambda r, c=wcfg: ask_s + r.asr_s if ends_turn(r.p, r.heard, c) else long, False))
+        hush = min(ecfg.transcribe_silence_s, ask_s)
+        out.append(Detector("Smart Turn + words", f"P ≥ {theta:.2f} at {ask_s:.1f} s, words from {hush:.2f} s",
+                            lambda r, c=wcfg: max(ask_s, hush + r.asr_s) if ends_turn(r.p, r.heard, c) else long,
+                            False))
     return out
 
 
@@ -528,8 +537,8 @@ async def run(args) -> dict:
 
     out: dict = {"rows": rows}
     if args.eot:
-        records = await end_of_turn_records(clips, cfg, stages["asr"])
-        out["end_of_turn"] = end_of_turn_table(cfg, records)
+        records, calls = await end_of_turn_records(clips, cfg, stages["asr"])
+        out["end_of_turn"] = {**end_of_turn_table(cfg, records), "asr_calls": calls}
         out["pauses"] = [asdict(r) for r in records]
         log("end of turn")
 
@@ -572,8 +581,11 @@ def rescore(result: dict) -> dict:
 
         from avatar_core.config import EndpointingConfig
 
-        cfg = SimpleNamespace(endpointing=EndpointingConfig.model_validate(result["config"]["endpointing"]))
-        result["end_of_turn"] = end_of_turn_table(cfg, [PauseRecord(**p) for p in result["pauses"]])
+        stored = result["config"]["endpointing"]  # runs before transcribe_silence_s transcribed at the pause
+        stored = {"transcribe_silence_s": stored["turn_silence_s"], **stored}
+        cfg = SimpleNamespace(endpointing=EndpointingConfig.model_validate(stored))
+        calls = result.get("end_of_turn", {}).get("asr_calls")
+        result["end_of_turn"] = {**end_of_turn_table(cfg, [PauseRecord(**p) for p in result["pauses"]]), "asr_calls": calls}
     return result
 
 
@@ -653,6 +665,9 @@ def tables(r: dict) -> str:
                 lines.append(f"| {s['detector']} | {label} | {s['setting']} | {s['cut_offs']}/{s['mid_pauses']} "
                              f"({100 * s['cut_off_rate']:.0f} %) | {_f(s['delay_mean_s'])} / {_f(s['delay_p50_s'])} | "
                              f"{_f(s['transcript_mean_s'])} |")
+        if calls := eot.get("asr_calls"):
+            lines.append(f"\nASR calls at the shipped settings: {calls['hushes']} started at hushes, "
+                         f"{calls['pauses']} of them at pauses that reached the turn model")
     voices = list(dict.fromkeys(x["voice"] for x in r["rows"]))
     lines += ["", "| item | " + " | ".join(f"{v}: heard, on point" for v in voices) + " | V2F (s) | reply (Piper's question) |",
               "|---|" + "---|" * len(voices) + "---|---|"]

@@ -8,8 +8,9 @@ the scores into speech and pauses. At each pause, once it has lasted `turn_silen
 `incomplete_silence_s`. With `turn_model: none`, a pause of `end_silence_s` ends it.
 
 With `decide=False` (how the WebSocket session runs it) the endpointer only reports what it hears
-at a pause, `Pause` with the turn model's verdict and the speech so far, and `Resume` when speech
-comes back; the caller (`serve_app/turn_taking.py`) decides from the sound and the words together
+at a pause: `Hush` with the speech so far once the pause has lasted `transcribe_silence_s` (so that
+its words can be on their way before the turn model is asked), `Pause` with the turn model's verdict
+at `turn_silence_s`, and `Resume` when speech comes back; the caller (`serve_app/turn_taking.py`) decides from the sound and the words together
 and ends the utterance with `end()`. Only the long silence (`incomplete_silence_s`) and the length
 cap still end an utterance on their own.
 
@@ -51,6 +52,15 @@ class UtteranceEnd:
 
 
 @dataclass(frozen=True)
+class Hush:
+    """Speech paused for `transcribe_silence_s` (decide=False): time to transcribe the speech so far,
+    so that its words are ready when the pause reaches `turn_silence_s` and the turn model is asked."""
+
+    pcm: np.ndarray  # the utterance so far
+    at_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Pause:
     """Speech paused for `turn_silence_s`: the turn model's verdict on the utterance so far."""
 
@@ -61,12 +71,12 @@ class Pause:
 
 @dataclass(frozen=True)
 class Resume:
-    """Speech came back after a `Pause`: the utterance goes on."""
+    """Speech came back after a `Hush` (and maybe a `Pause`): the utterance goes on."""
 
     at_s: float = 0.0
 
 
-Event = SpeechStart | Pause | Resume | UtteranceEnd
+Event = SpeechStart | Hush | Pause | Resume | UtteranceEnd
 
 
 class Endpointer:
@@ -91,6 +101,7 @@ class Endpointer:
         self._started = False  # speech_start was reported for this utterance
         self._active = False  # inside speech (hysteresis)
         self._asked = False  # the turn model has judged the current pause
+        self._hushed = False  # the current pause was reported as a `Hush`
         self._p: float | None = None  # its verdict
         # The last utterance, if the model ended it, and the pause since, while that is shorter than
         # incomplete_silence_s: if speech comes back, the turn model hears it all (the session
@@ -144,7 +155,7 @@ class Endpointer:
             if speculative:  # if the speaker goes on, the model hears this too
                 self._before, self._before_n = list(self._speech), len(self._speech)
         self._speech, self._lead, self._voiced, self._silent = [], [], 0, 0
-        self._started = self._active = self._asked = False
+        self._started = self._active = self._asked = self._hushed = False
         self._p = None
         return event
 
@@ -167,16 +178,16 @@ class Endpointer:
             start = self._before[self._before_n :] or self._pre_roll
             self._lead = self._before[: self._before_n]
             self._speech, self._pre_roll, self._before = start, [], []
-            self._active, self._voiced, self._silent, self._asked = True, 1, 0, False
+            self._active, self._voiced, self._silent, self._asked, self._hushed = True, 1, 0, False, False
             return []
         self._speech.append(window)
         events: list[Event] = []
         if self._active and p < cfg.neg_threshold:
             self._active = False
         elif not self._active and p >= cfg.threshold:
-            if self._asked and not self.decide:
+            if self._hushed and not self.decide:
                 events.append(Resume(now))
-            self._active, self._silent, self._asked = True, 0, False
+            self._active, self._silent, self._asked, self._hushed = True, 0, False, False
         if self._active:
             self._voiced += 1
         else:
@@ -187,6 +198,10 @@ class Endpointer:
         total, silence = len(self._speech) * seconds, self._silent * seconds
         cut = total >= cfg.max_utterance_s
         end = speculative = False
+        if (not self.decide and self.turn_model is not None and self._started and self._silent
+                and not self._hushed and silence >= min(cfg.transcribe_silence_s, cfg.turn_silence_s)):
+            self._hushed = True
+            events.append(Hush(np.concatenate(self._speech), now))
         if self.turn_model is None:
             end = silence >= cfg.end_silence_s
         elif not self._started:  # a short burst of noise: no need to ask

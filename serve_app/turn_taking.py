@@ -6,15 +6,16 @@
         └──── turn done ──────┴──────────── speech: barge-in, or cancel and merge ───────┘
 
 It is pure: the WebSocket session (`serve_app/ws_session.py`) feeds it what the endpointer heard
-(`serve_app/endpointing.py` with `decide=False`: speech started, a pause with Smart Turn's verdict,
-speech resumed, the utterance ended) and what speculative ASR heard at a pause, and carries out the
+(`serve_app/endpointing.py` with `decide=False`: speech started, a pause begun, a pause with Smart
+Turn's verdict, speech resumed, the utterance ended) and what speculative ASR heard at a pause, and carries out the
 actions it returns: transcribe the speech so far, end the utterance, start a turn, cancel a turn
 (with or without merging its words into the next one). Times are stream time (seconds of audio), so
 the tests drive it in milliseconds without audio, models or a WebSocket.
 
-**End of turn from sound and words together.** At every pause of `turn_silence_s` the endpointer
-asks Smart Turn, and the session starts ASR on the speech so far at once (speculatively: a turn that
-ends at this pause reuses the transcript, so ASR costs the turn nothing more). When the words arrive:
+**End of turn from sound and words together.** At every pause of `transcribe_silence_s` the session
+starts ASR on the speech so far (speculatively: a turn that ends at this pause reuses the transcript,
+so ASR costs the turn nothing more), and at `turn_silence_s` the endpointer asks Smart Turn; the
+words are then on their way, or there. Once both are known:
 
 - plainly unfinished words ("What is the capital of", a trailing comma or "...") keep listening,
   whatever the sound says; only the long silence (`incomplete_silence_s`) ends such an utterance;
@@ -195,15 +196,22 @@ class TurnTaking:
         self.state = State.USER_SPEAKING
         return actions
 
-    def paused(self, now: float, pcm: np.ndarray, p_complete: float) -> list[Action]:
-        """Speech paused for turn_silence_s; Smart Turn gave `p_complete` for the speech so far."""
+    def hushed(self, now: float, pcm: np.ndarray) -> list[Action]:
+        """Speech paused for transcribe_silence_s: transcribe the speech so far, before the turn model
+        is asked at this pause."""
         self.state = State.USER_SPEAKING
         actions: list[Action] = self._forget()
         key = self.pause = next(self._keys)
-        self.p, self.heard_text = p_complete, None
         actions.append(Transcribe(key, self._with_carry(pcm)))
-        if ends_turn(p_complete, None, self.cfg):  # the sound alone decides (words: false)
-            actions.append(EndUtterance(key))
+        return actions
+
+    def paused(self, now: float, pcm: np.ndarray, p_complete: float) -> list[Action]:
+        """Speech paused for turn_silence_s; Smart Turn gave `p_complete` for the speech so far. The
+        words were started at the hush of this pause (if not, they start now), and may be known."""
+        actions: list[Action] = [] if self.pause is not None else self.hushed(now, pcm)
+        self.p = p_complete
+        if ends_turn(p_complete, self.heard_text, self.cfg):  # the sound alone (words: false), or both
+            actions.append(EndUtterance(self.pause))
         return actions
 
     def resumed(self, now: float) -> list[Action]:
@@ -214,9 +222,9 @@ class TurnTaking:
         if key != self.pause or self.state is not State.USER_SPEAKING:
             return []  # the speaker went on, or the utterance has ended: the turn has it
         self.heard_text = text
-        if self.cfg.words and ends_turn(self.p, text, self.cfg):
+        if self.cfg.words and self.p is not None and ends_turn(self.p, text, self.cfg):
             return [EndUtterance(key)]
-        return []
+        return []  # the sound is still to come (the pause is not turn_silence_s long yet), or says wait
 
     def utterance_ended(self, now: float, pcm: np.ndarray, speculative: bool) -> list[Action]:
         """The utterance ended: at `end()`, after the long silence, or at the length cap."""

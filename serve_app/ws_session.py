@@ -29,7 +29,7 @@ from serve_app import events as ev
 from serve_app import turn_taking as tt
 from serve_app.admission import Overloaded
 from serve_app.conversation import Conversation
-from serve_app.endpointing import RATE, Pause, Resume, SpeechStart, UtteranceEnd
+from serve_app.endpointing import RATE, Hush, Pause, Resume, SpeechStart, UtteranceEnd
 from serve_app.errors import error
 from serve_app.security import client_of
 from serve_app.service import Rejected, TurnService
@@ -144,6 +144,8 @@ class WsSession:
         if isinstance(event, SpeechStart):
             await self.send(ev.SpeechStarted(barge_in=taking.running))
             await self.act(taking.speech_started(now))
+        elif isinstance(event, Hush):
+            await self.act(taking.hushed(now, event.pcm))
         elif isinstance(event, Pause):
             await self.act(taking.paused(now, event.pcm, event.p_complete))
         elif isinstance(event, Resume):

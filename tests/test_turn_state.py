@@ -79,6 +79,44 @@ def test_a_finished_question_is_answered_with_the_transcript_taken_at_the_pause(
     assert tt.state is State.LISTENING and not tt.running
 
 
+def test_words_started_at_the_hush_end_the_turn_when_the_sound_comes():
+    """ASR starts at transcribe_silence_s; its words, known before Smart Turn is asked at
+    turn_silence_s, end the turn the moment the sound agrees, with no second transcript."""
+    tt = TurnTaking(EndpointingConfig())
+    tt.speech_started(0.3)
+    pcm = speech(32_000, 1.0)
+    (transcribe,) = tt.hushed(2.1, pcm)
+    assert isinstance(transcribe, Transcribe) and transcribe.pcm is pcm
+    assert tt.heard(transcribe.key, "What is the capital of France?") == []  # the sound is still to come
+    assert tt.paused(2.2, speech(33_600, 1.0), p_complete=0.93) == [EndUtterance(transcribe.key)]
+    (start,) = tt.utterance_ended(2.2, pcm, speculative=True)
+    assert start.transcript == transcribe.key
+
+
+def test_the_sound_at_the_pause_still_waits_for_words_started_at_the_hush():
+    tt = TurnTaking(EndpointingConfig())
+    tt.speech_started(0.3)
+    (transcribe,) = tt.hushed(1.5, speech(24_000, 1.0))
+    assert tt.paused(1.6, speech(25_600, 1.0), p_complete=0.95) == []  # no second Transcribe, no end yet
+    assert tt.heard(transcribe.key, "What is the capital of") == []  # plainly unfinished: keep listening
+    assert tt.resumed(2.5) == [Forget(transcribe.key)]
+    (t2,) = tt.hushed(3.2, speech(51_000, 1.0))  # the next pause: new words
+    assert t2.key != transcribe.key and tt.heard(t2.key, "What is the capital of France?") == []
+    assert tt.paused(3.3, speech(52_600, 1.0), p_complete=0.3) == [EndUtterance(t2.key)]  # a finished question
+
+
+def test_speech_after_the_hush_forgets_its_words_and_the_sound_alone_may_decide():
+    tt = TurnTaking(EndpointingConfig())
+    tt.speech_started(0.3)
+    (t,) = tt.hushed(1.0, speech(16_000, 1.0))
+    assert tt.resumed(1.15) == [Forget(t.key)]  # a gap shorter than turn_silence_s: the ASR call is wasted
+    assert tt.heard(t.key, "What is") == []
+    alone = TurnTaking(EndpointingConfig(words=False))
+    alone.speech_started(0.3)
+    (t,) = alone.hushed(1.0, speech(16_000, 1.0))
+    assert alone.paused(1.1, speech(17_600, 1.0), p_complete=0.95) == [EndUtterance(t.key)]
+
+
 def test_unfinished_words_keep_listening_though_the_sound_says_finished():
     """Piper's voice falls at "What is the capital of" as at the end of a sentence."""
     tt = TurnTaking(EndpointingConfig())

@@ -14,7 +14,7 @@ import websockets
 
 from avatar_core.config import EndpointingConfig
 from avatar_core.media import resample
-from serve_app.endpointing import RATE, Endpointer, Pause, Resume, SpeechStart, UtteranceEnd
+from serve_app.endpointing import RATE, Endpointer, Hush, Pause, Resume, SpeechStart, UtteranceEnd
 from tests.conftest import stage_stats
 from tests.test_hands_free import CHUNK, Client, jfk_pcm16
 from tests.test_stages import words
@@ -177,9 +177,23 @@ def test_the_endpointer_reports_pauses_and_leaves_the_end_to_the_caller():
     ep = Endpointer(cfg, decide=False)
     events = [e for k in range(0, len(pcm), CHUNK) for e in ep.push(pcm[k : k + CHUNK])]
     pauses = [e for e in events if isinstance(e, Pause)]
-    assert [type(e) for e in events if not isinstance(e, Pause)][:1] == [SpeechStart]
+    hushes = [e for e in events if isinstance(e, Hush)]
+    assert [type(e) for e in events if not isinstance(e, Pause | Hush)][:1] == [SpeechStart]
     assert not ends(events)  # 1 s of silence after the last word: less than incomplete_silence_s
-    assert len(pauses) >= 4 and sum(isinstance(e, Resume) for e in events) == len(pauses) - 1
+    # every pause was a hush first (transcribe_silence_s), with the same speech up to it; a hush the
+    # speech came back after is followed by Resume, whether or not it became a pause
+    assert len(pauses) >= 4 and sum(isinstance(e, Resume) for e in events) == len(hushes) - 1
+    last, pairs = None, []
+    for e in events:
+        if isinstance(e, Hush | Resume):
+            last = e
+        elif isinstance(e, Pause):
+            assert isinstance(last, Hush)  # no Resume between them
+            pairs.append((last, e))
+    assert len(pairs) == len(pauses)
+    for hush, pause in pairs:
+        assert 0.09 < pause.at_s - hush.at_s < 0.11  # turn_silence_s 0.2 - transcribe_silence_s 0.1
+        np.testing.assert_array_equal(pause.pcm[: len(hush.pcm)], hush.pcm)
     first, last = pauses[0], pauses[-1]
     assert first.p_complete >= cfg.turn_threshold and last.p_complete >= cfg.turn_threshold  # "Americans," / the end
     assert all(p.p_complete < cfg.turn_threshold for p in pauses[1:-1])  # mid-sentence
