@@ -60,6 +60,10 @@ class Workload:
 @dataclass
 class TurnConfig:
     endpointing_s: float = 0.72  # end_silence_s + half a 32 ms VAD window
+    # ASR of the speech so far starts this long after the last voiced sample (the hush:
+    # endpointing.transcribe_silence_s), and the end of the turn waits for the endpointer's decision
+    # (endpointing_s) and those words, whichever comes last; None: ASR starts at the end of the turn
+    transcribe_at_s: float | None = None
     hop_s: float = 0.003  # a handle round trip per stage call
     first_fragment_s: float = 0.4
     fragment_s: float = 1.0
@@ -124,19 +128,44 @@ class Turn:
         self.arrivals: list[float] = []
         self.durations: list[float] = []
         self.asr_done: float | None = None
+        self.words_at: float | None = None  # when the hush's words came (transcribe_at_s)
+        self.decided = False  # the endpointer has decided; the words are awaited
         self.utterance_end: float | None = None
         self.finished = False
-        sim.loop.after(self.cfg.endpointing_s if clip.endpointing_s is None else clip.endpointing_s, self.heard)
+        ep = self.cfg.endpointing_s if clip.endpointing_s is None else clip.endpointing_s
+        if self.cfg.transcribe_at_s is not None:
+            sim.loop.after(min(self.cfg.transcribe_at_s, ep), self.transcribe_at_hush)
+        sim.loop.after(ep, self.heard)
 
     # stages
+    def transcribe_at_hush(self) -> None:
+        cost = self.sim.deps["asr"].cost
+        work = cost.fixed_s + cost.per_audio_s * self.u
+        self.sim.loop.after(self.cfg.hop_s, self.sim.deps["asr"].submit, Job(self.sim, [(work, self.words)]))
+
+    def words(self) -> None:
+        self.sim.loop.after(self.cfg.hop_s, self._words_in)  # back in the ingress
+
+    def _words_in(self) -> None:
+        self.words_at = self.sim.loop.now
+        if self.decided:
+            self.heard()
+
     def heard(self) -> None:
+        """The end of the turn: the endpointer's decision, and the hush's words where ASR started there."""
         sim = self.sim
+        if self.cfg.transcribe_at_s is not None and self.words_at is None:
+            self.decided = True
+            return
         self.utterance_end = sim.loop.now
         if self.cfg.max_turns is not None and sim.active_turns >= self.cfg.max_turns:
             sim.rejected += 1
             self.session.turn_over(self, None)
             return
         sim.active_turns += 1
+        if self.words_at is not None:  # the transcript is the hush's
+            self.transcribed()
+            return
         cost = sim.deps["asr"].cost
         work = cost.fixed_s + cost.per_audio_s * self.u
         sim.loop.after(self.cfg.hop_s, sim.deps["asr"].submit, Job(sim, [(work, self.transcribed)]))

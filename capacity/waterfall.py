@@ -45,8 +45,9 @@ class WaterfallTurn(Turn):
         self.marks.setdefault(name, self.sim.loop.now if t is None else t)
 
     def heard(self) -> None:
-        self._mark("utterance_end")
         super().heard()
+        if self.utterance_end is not None:  # (not while the hush's words are awaited)
+            self._mark("utterance_end", self.utterance_end)
 
     def transcribed(self) -> None:
         """Turn.transcribed's LLM request with one more point along its work: the first token."""

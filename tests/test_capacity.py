@@ -94,6 +94,29 @@ def test_one_turn_without_queueing_takes_the_sum_of_its_costs():
     assert report.turns == 1 and report.rejected == 0
 
 
+@pytest.mark.parametrize("endpointing, words", [(0.7, "after the decision"), (0.25, "before the decision")])
+def test_words_started_at_the_hush_end_the_turn_with_the_decision_or_after_it(endpointing, words):
+    """transcribe_at_s (endpointing.transcribe_silence_s): ASR starts at the hush, and the end of
+    the turn is the endpointer's decision or the words' arrival, whichever comes last; the turn
+    then goes straight to the LLM, with no ASR call of its own."""
+    w = Workload(utterance_s=3.0, think_s=0.0, sentences=1, reply_s=2.0, tokens_per_speech_s=5.0, turns=1)
+    turn = TurnConfig(endpointing_s=endpointing, transcribe_at_s=0.1, hop_s=0.01, first_fragment_s=0.4, fragment_s=1.0)
+    sim = Sim(scenario(workload=w, turn=turn), seed=3).closed(1, turns=1)
+    sim.run(60)
+    (r,) = sim.results
+    asr = 0.2 + 0.05 * 3.0
+    heard = 0.1 + 0.01 + asr + 0.01  # the hush, its call and the words' way back
+    end = max(endpointing, heard)
+    assert (end == heard) is (words == "before the decision")
+    llm = 0.1 + (2.0 * 5.0) / 20.0
+    tts = 0.05 + 0.25 * 2.0
+    anim = 0.1 + 0.5 * 0.4
+    assert r["endpointing_s"] == pytest.approx(end)
+    assert r["asr_s"] == pytest.approx(0.0)
+    assert r["v2f_s"] == pytest.approx(end + llm + tts + anim + 4 * 0.01)  # three stage calls and the way back
+    assert len(sim.deps["asr"].waits) == 1  # one ASR call: the hush's
+
+
 def test_fragments_grow_as_the_animator_config_says():
     """The planner cuts fragments as the Animator does (animator.fragment_growth): 2.0 s of speech
     is 0.4 + 1.0 + 0.6 straight to 1 s fragments, 0.4 + 0.8 + 0.8 with growth 2."""
