@@ -22,6 +22,7 @@ taken where the turn is cancelled.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +103,7 @@ class Endpointer:
         self._active = False  # inside speech (hysteresis)
         self._asked = False  # the turn model has judged the current pause
         self._hushed = False  # the current pause was reported as a `Hush`
+        self._asks = 0  # turn model verdicts asked for, ever
         self._p: float | None = None  # its verdict
         # The last utterance, if the model ended it, and the pause since, while that is shorter than
         # incomplete_silence_s: if speech comes back, the turn model hears it all (the session
@@ -137,6 +139,26 @@ class Endpointer:
         self._state = np.stack([h, c])
         self._context = window[-CONTEXT:]
         return float(np.asarray(out).reshape(-1)[0])
+
+    def ahead(self) -> "Endpointer":
+        """A copy to push audio through ahead of this one (`foresee`); this one is left as it is.
+        Take it while nothing pushes this one (the copy shares no list or array that a push changes)."""
+        ghost = copy.copy(self)
+        for name in ("_pre_roll", "_speech", "_before", "_lead"):
+            setattr(ghost, name, list(getattr(self, name)))
+        return ghost
+
+    def foresee(self, chunks: list[np.ndarray]) -> bool:
+        """On a copy from `ahead()`: push `chunks`, so that the turn model's verdict on a pause in
+        them is ready (`SmartTurn` keeps it) when the real push gets there. The session foresees the
+        audio held while a hush's words are awaited: at the pause the decision then waits for ASR or
+        Smart Turn, not for one after the other. True once the copy has asked the turn model."""
+        asks = self._asks
+        for chunk in chunks:
+            self.push(chunk)
+            if self._asks > asks:
+                return True
+        return False
 
     def end(self) -> UtteranceEnd | None:
         """End the current utterance now, at a pause (the caller's decision, `decide=False`): a
@@ -207,7 +229,7 @@ class Endpointer:
         elif not self._started:  # a short burst of noise: no need to ask
             end = silence >= cfg.turn_silence_s
         elif self._silent and not self._asked and silence >= cfg.turn_silence_s:
-            self._asked = True
+            self._asked, self._asks = True, self._asks + 1
             heard = (self._lead + self._speech)[-HEARD_WINDOWS:]  # the model hears the last 8 s only
             self._p = self.turn_model.probability(np.concatenate(heard))
             if self.decide:

@@ -15,10 +15,13 @@ copies the wheel's LICENSE beside the model.
 from __future__ import annotations
 
 import functools
+import hashlib
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from cachetools import LRUCache
 
 if TYPE_CHECKING:
     from avatar_core.config import EndpointingConfig
@@ -44,7 +47,10 @@ def for_config(cfg: "EndpointingConfig") -> "SmartTurn | None":
 
 class SmartTurn:
     """One ONNX session per process and model file, shared by every session's endpointer
-    (onnxruntime's `run` is thread-safe). One intra-op thread: a decision takes tens of ms."""
+    (onnxruntime's `run` is thread-safe). One intra-op thread: a decision takes tens of ms.
+
+    The last verdicts are kept by the audio they judged, so a pause foreseen while its words were
+    awaited (`Endpointer.foresee`) is judged once: the real push finds the verdict ready."""
 
     def __init__(self, path: Path):
         import onnxruntime as ort
@@ -59,6 +65,8 @@ class SmartTurn:
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.features = FeatureExtractor(feature_size=80, sampling_rate=RATE, chunk_length=WINDOW_S)
+        self._verdicts: LRUCache = LRUCache(256)  # by the digest of the audio judged
+        self._lock = threading.Lock()
 
     @classmethod
     @functools.cache
@@ -68,7 +76,18 @@ class SmartTurn:
     def probability(self, pcm: np.ndarray) -> float:
         """P(the turn is complete) for 16 kHz mono float audio that ends now."""
         n = WINDOW_S * RATE
-        audio = np.asarray(pcm, np.float32)[-n:]
+        audio = np.ascontiguousarray(np.asarray(pcm, np.float32)[-n:])
+        key = (len(audio), hashlib.blake2b(audio.data, digest_size=16).digest())
+        with self._lock:
+            if (p := self._verdicts.get(key)) is not None:
+                return p
+        p = self._judge(audio)
+        with self._lock:
+            self._verdicts[key] = p
+        return p
+
+    def _judge(self, audio: np.ndarray) -> float:
+        n = WINDOW_S * RATE
         audio = np.pad(audio, (n - len(audio), 0))
         audio = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
         mel = self.features(audio, padding=0)  # (80, 800)

@@ -13,7 +13,9 @@ of exactly this speech), cancelling one, merged or not.
 While the words of a pause are awaited, the PCM that arrives meanwhile waits too; when they come,
 the audio of the time ASR took is heard first, then the words, then the rest. The decision so
 depends on the audio alone and on how long ASR took, not on how fast the client sends: a page
-streaming in real time and a test sending a clip at once see the same turns.
+streaming in real time and a test sending a clip at once see the same turns. Meanwhile a copy of the
+endpointer hears the held PCM ahead (`foresee`), so Smart Turn's verdict on the pause in it is ready
+when the real endpointer gets there.
 """
 
 import asyncio
@@ -56,6 +58,7 @@ class WsSession:
         self.taking = tt.TurnTaking(self.cfg.endpointing)
         self.heard: dict[int, asyncio.Task] = {}  # transcripts of the speech up to a pause, by key
         self.held: list[np.ndarray] | None = None  # PCM that arrived while a pause's words were awaited
+        self.foreseeing: asyncio.Task | None = None  # Smart Turn on the held PCM's pause, ahead of time
         self.waiters: set[asyncio.Task] = set()
         self._ear = asyncio.Lock()  # the endpointer and the state machine: one event at a time
         self._send_lock = asyncio.Lock()  # a segment's JSON and its bytes go out back to back
@@ -118,8 +121,27 @@ class WsSession:
         async with self._ear:
             if self.held is not None:
                 self.held.append(chunk)
+                self.foresee()
             else:
                 await self.hear([chunk])
+
+    def foresee(self) -> None:
+        """While a hush's words are awaited, push the held PCM through a copy of the endpointer in a
+        thread: Smart Turn judges the pause in it beside ASR, and the real push finds the verdict
+        ready. Once per hush (a copy that did not reach the pause yet tries again with more)."""
+        if self.foreseeing is not None or self.endpointer.turn_model is None:
+            return
+        ghost, chunks = self.endpointer.ahead(), list(self.held)
+        task = self.foreseeing = asyncio.create_task(asyncio.to_thread(ghost.foresee, chunks))
+
+        def done(t: asyncio.Task) -> None:
+            if t.cancelled() or t.exception() is not None or not t.result():
+                if not t.cancelled() and t.exception() is not None:
+                    log.warning("foreseeing a pause failed", exc_info=t.exception())
+                if self.foreseeing is t:
+                    self.foreseeing = None
+
+        task.add_done_callback(done)
 
     async def hear(self, chunks: list[np.ndarray]) -> None:
         """Push PCM through the endpointer and act on what it hears; once a pause's words are
@@ -185,7 +207,7 @@ class WsSession:
         request = self.service.stages.asr.transcribe.remote(pcm, self.conv.language)
         task = self.heard[key] = asyncio.create_task(call_stage("asr", request, self.cfg.limits.stage_timeout_s))
         if self.cfg.endpointing.words:
-            self.held = []
+            self.held, self.foreseeing = [], None
             waiter = asyncio.create_task(self.words_of(key, task, time.perf_counter()))
             self.waiters.add(waiter)
             waiter.add_done_callback(self.waiters.discard)

@@ -215,3 +215,36 @@ def test_the_endpointer_reports_pauses_and_leaves_the_end_to_the_caller():
     merged = np.concatenate([stop.pcm, final.pcm])
     at = round(final.at_s * RATE)
     np.testing.assert_array_equal(merged, pcm[at - len(merged) : at].astype(np.float32) / 32768)
+
+
+def test_a_pause_foreseen_ahead_is_judged_once_and_the_endpointer_hears_the_same(monkeypatch):
+    """While a hush's words are awaited the session pushes the held PCM through a copy of the
+    endpointer (`ahead`, `foresee`): Smart Turn judges the pause there, the real push then finds the
+    same verdict without judging again, and the real endpointer's events are those it would have
+    heard without the copy."""
+    from serve_app import turn_model
+
+    cfg = EndpointingConfig()
+    pcm = jfk_pcm16(1.0)
+    chunks = [pcm[k : k + CHUNK] for k in range(0, len(pcm), CHUNK)]
+    plain = Endpointer(cfg, decide=False)
+    expected = [e for c in chunks for e in plain.push(c)]
+
+    model = turn_model.for_config(cfg)
+    judged = []
+    judge = model._judge
+    monkeypatch.setattr(model, "_judge", lambda audio: judged.append(len(audio)) or judge(audio))
+    model._verdicts.clear()
+    ep = Endpointer(cfg, decide=False)
+    got, k = [], 0
+    while not any(isinstance(e, Hush) for e in got):
+        got += ep.push(chunks[k])
+        k += 1
+    assert ep.ahead().foresee(chunks[k : k + 10])  # the copy reached the pause and asked
+    assert len(judged) == 1
+    for c in chunks[k:]:
+        got += ep.push(c)
+    assert [(type(e), e.at_s) for e in got] == [(type(e), e.at_s) for e in expected]
+    pauses = [(e.p_complete, x.p_complete) for e, x in zip(got, expected) if isinstance(e, Pause)]
+    assert pauses and all(a == b for a, b in pauses)
+    assert len(judged) == len(pauses)  # the foreseen pause was not judged twice
