@@ -10,8 +10,8 @@ the scores into speech and pauses. At each pause, once it has lasted `turn_silen
 With `decide=False` (how the WebSocket session runs it) the endpointer only reports what it hears
 at a pause: `Hush` with the speech so far once the pause has lasted `transcribe_silence_s` (so that
 its words can be on their way before the turn model is asked), `Pause` with the turn model's verdict
-at `turn_silence_s`, and `Resume` when speech comes back; the caller (`serve_app/turn_taking.py`) decides from the sound and the words together
-and ends the utterance with `end()`. Only the long silence (`incomplete_silence_s`) and the length
+at `turn_silence_s`, and `Resume` when speech comes back; the caller (`serve_app/turn_taking.py`)
+decides from the sound and the words together and ends the utterance with `end()`. Only the long silence (`incomplete_silence_s`) and the length
 cap still end an utterance on their own.
 
 It runs in the ingress, next to the WebSocket: one VAD window costs about 0.06 ms of CPU and a turn

@@ -7,10 +7,10 @@
 
 It is pure: the WebSocket session (`serve_app/ws_session.py`) feeds it what the endpointer heard
 (`serve_app/endpointing.py` with `decide=False`: speech started, a pause begun, a pause with Smart
-Turn's verdict, speech resumed, the utterance ended) and what speculative ASR heard at a pause, and carries out the
-actions it returns: transcribe the speech so far, end the utterance, start a turn, cancel a turn
-(with or without merging its words into the next one). Times are stream time (seconds of audio), so
-the tests drive it in milliseconds without audio, models or a WebSocket.
+Turn's verdict, speech resumed, the utterance ended) and what speculative ASR heard at a pause, and
+carries out the actions it returns: transcribe the speech so far, end the utterance, start a turn,
+cancel a turn (with or without merging its words into the next one). Times are stream time
+(seconds of audio), so the tests drive it in milliseconds without audio, models or a WebSocket.
 
 **End of turn from sound and words together.** At every pause of `transcribe_silence_s` the session
 starts ASR on the speech so far (speculatively: a turn that ends at this pause reuses the transcript,

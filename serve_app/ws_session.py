@@ -135,11 +135,11 @@ class WsSession:
         task = self.foreseeing = asyncio.create_task(asyncio.to_thread(ghost.foresee, chunks))
 
         def done(t: asyncio.Task) -> None:
-            if t.cancelled() or t.exception() is not None or not t.result():
-                if not t.cancelled() and t.exception() is not None:
-                    log.warning("foreseeing a pause failed", exc_info=t.exception())
-                if self.foreseeing is t:
-                    self.foreseeing = None
+            failed = not t.cancelled() and t.exception() is not None
+            if failed:
+                log.warning("foreseeing a pause failed", exc_info=t.exception())
+            if (t.cancelled() or failed or not t.result()) and self.foreseeing is t:
+                self.foreseeing = None  # the next held chunk tries again
 
         task.add_done_callback(done)
 
