@@ -160,8 +160,9 @@ def test_barge_in_while_the_llm_writes_cancels_its_request(serve_app):
             await c.until("session")
             await ws.send(json.dumps({"type": "mic", "on": True}))
             await c.stream(pcm)
-            # the whole sentence's turn (an early start at "Americans," is cancelled before its ASR ends)
-            await c.until("transcript", where=lambda e: JFK_WORDS in words(e["text"]))
+            # the whole sentence's turn: early starts at "Americans," and "for you," (which ASR may
+            # punctuate as a finished sentence) are cancelled and merged when he goes on
+            await c.until("transcript", where=lambda e: JFK_TAIL in words(e["text"]))
             await c.until("reply")  # the LLM has begun writing
             writing = await asyncio.to_thread(llm_when, lambda s: s["in_flight"] == 1)
             await c.stream(voiced(pcm))
