@@ -27,8 +27,8 @@ Printed as markdown tables; `--json PATH` writes the same numbers, as `capacity.
   received over `/ws`: fragments that arrive after the previous one has finished playing.
 - `concurrency`: [{sessions, turns, v2f_p50_s, v2f_p95_s, turns_per_min, reply_speech_s,
   reply_sentences (medians), cpu_per_turn_s, cpu_busy_share, turns_detail}] for 1, 2 and 4 sessions
-  talking at once over `/ws` (each session: turn after turn, no think time; session i's turn k speaks
-  input (i + k) mod the inputs). `cpu_per_turn_s`: CPU seconds per turn by process group (each deployment,
+  talking at once over `/ws` (each session: turn after turn, no think time, hearing each reply out
+  before the next unless `--clients back-to-back`; session i's turn k speaks input (i + k) mod the inputs). `cpu_per_turn_s`: CPU seconds per turn by process group (each deployment,
   `proxy`, `ray`, `client` (this process: the clients), `other`, `machine` (every process), from
   `benchmarks/cpu_usage.py`); `cpu_busy_share`: the machine's busy share of its cores meanwhile;
   `turns_detail`: each turn's session, input, client cycle, voice to face, reply shape and early
@@ -450,19 +450,26 @@ async def costs(stages, cfg, clips: list[np.ndarray], texts: list[str], repeats:
 
 
 async def sessions_at_once(ws_url: str, clips: list[np.ndarray], ends: list[float], sessions: int,
-                           turns: int) -> tuple[Concurrency, list[v2f.Turn]]:
+                           turns: int, listen: bool = True) -> tuple[Concurrency, list[v2f.Turn]]:
     """`sessions` clients talking at once over /ws, each turn after turn, starts staggered; and the
-    turns as the client saw them."""
+    turns as the client saw them. `listen`: each client hears the reply out (as its page would play
+    it, with the page's jitter buffer) before it speaks again, as a person does and as the capacity
+    planner's sessions do (`wait_for_playback`); otherwise it speaks again the moment `done` comes,
+    while the reply would still be playing, so that each client loads the graph like several people."""
     results: list[v2f.Turn] = []
     detail: list[TurnRecord] = []
 
     async def client(i: int) -> None:
         await asyncio.sleep(i * 0.5)
+        mine: list[v2f.Turn] = []
         for k in range(turns):
             j = (i + k) % len(clips)
             t = await v2f.hands_free(ws_url, clips[j], end_s=ends[j])
             results.append(t)
             detail.append(turn_record(t, i, j, started))
+            mine.append(t)
+            if listen:
+                await asyncio.sleep(t.still_playing_s(page_holds(mine)[-1]))
 
     started, cpu_before = time.perf_counter(), cpu_usage.snapshot()
     await asyncio.gather(*(client(i) for i in range(sessions)))
@@ -601,7 +608,7 @@ async def run(args) -> BenchResult:
         conc = []
         for n in args.sessions:
             turns = args.runs * len(clips) if n == 1 else max(1, args.session_turns or args.runs)
-            conc.append(await sessions_at_once(graph.ws_url(), clips, ends, n, turns))
+            conc.append(await sessions_at_once(graph.ws_url(), clips, ends, n, turns, listen=args.listen))
             log("sessions", n, conc[-1][0].v2f_p50_s)
         _, one = next((c for c in conc if c[0].sessions == 1), conc[0])  # its turns as the client saw them
         s = v2f.summary(one)
@@ -729,20 +736,23 @@ async def playback_ab(args) -> dict:
     graph = Graph(cfg)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        graph.second_ingress("before", bench_config(BEFORE), own=("animator",), autoscaled=True)
-        graph.second_ingress("pieces", bench_config(PIECES), own=())
-        urls = {"before": graph.ws_url("before"), "pieces": graph.ws_url("pieces"), "after": graph.ws_url()}
+        if "before" in args.arms:
+            graph.second_ingress("before", bench_config(BEFORE), own=("animator",), autoscaled=True)
+        if "pieces" in args.arms:
+            graph.second_ingress("pieces", bench_config(PIECES), own=())
+        urls = {arm: graph.ws_url("" if arm == "after" else arm) for arm in args.arms}
         for pcm, end in zip(clips, ends):  # warm: one unmeasured turn per input on each arm
             for url in urls.values():
                 await v2f.hands_free(url, pcm, end_s=end)
         log("warm")
         rows = []
+        runs = [(arm, clients) for arm in args.arms for clients in args.clients]
         for i, n in enumerate(args.sessions):
             turns = args.runs * len(clips) if n == 1 else max(1, args.session_turns or args.runs)
-            for arm in ARMS[i % 3:] + ARMS[:i % 3]:
-                conc, got = await sessions_at_once(urls[arm], clips, ends, n, turns)
-                rows.append(playback_row(arm, n, got, conc.turns_detail))
-                log(arm, n, {k: rows[-1][k] for k in ("underruns_no_buffer", "underruns", "rungs", "v2f_p50_s")})
+            for arm, clients in runs[i % len(runs):] + runs[:i % len(runs)]:
+                conc, got = await sessions_at_once(urls[arm], clips, ends, n, turns, listen=clients == "listening")
+                rows.append(playback_row(arm, n, got, conc.turns_detail) | {"clients": clients})
+                log(arm, clients, n, {k: rows[-1][k] for k in ("underruns_no_buffer", "underruns", "rungs", "v2f_p50_s")})
                 log(json.dumps([d for d in rows[-1]["detail"] if d["late"]]))  # where the stalls were
         ladder = await serve.get_deployment_handle("Animator", app_name="avatar").ladder_stats.remote()
     finally:
@@ -755,21 +765,23 @@ def playback_tables(r: dict) -> str:
     rows = r["rows"]
     lines = [f"Playback: {r['date']}, commit {r['commit']}, {r['cpus']} CPUs, load {r['load_before'][0]:.1f} before / "
              f"{r['load_after'][0]:.1f} after", "",
-             "| sessions | arm | turns | fragments | underruns, page without buffer | underruns, the arm's page | "
+             "| sessions | clients | arm | turns | fragments | underruns, page without buffer | underruns, the arm's page | "
              "turns with one | rungs used (fragments) | page's hold p50 / max (s) | v2f p50 / p95 (s) | "
-             "v2f + hold p50 / p95 (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "v2f + hold p50 / p95 (s) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in rows:
         rungs = ", ".join(f"{k}: {v}" for k, v in x["rungs"].items())
-        lines.append(f"| {x['sessions']} | {x['arm']} | {x['turns']} | {x['fragments']} | {x['underruns_no_buffer']} | "
+        lines.append(f"| {x['sessions']} | {x.get('clients', 'back-to-back')} | {x['arm']} | {x['turns']} | "
+                     f"{x['fragments']} | {x['underruns_no_buffer']} | "
                      f"{x['underruns']} | {x['turns_with_underruns']} | {rungs} | {x['hold_p50_s']:.2f} / "
                      f"{x['hold_max_s']:.2f} | {x['v2f_p50_s']:.2f} / {x['v2f_p95_s']:.2f} | "
                      f"{x['played_p50_s']:.2f} / {x['played_p95_s']:.2f} |")
     lines += ["", "Waterfall, p50 seconds after the last voiced sample:", "",
-              "| sessions | arm | " + " | ".join(name for name, _ in WATERFALL) + " |",
-              "|---|---|" + "---|" * len(WATERFALL)]
+              "| sessions | clients | arm | " + " | ".join(name for name, _ in WATERFALL) + " |",
+              "|---|---|---|" + "---|" * len(WATERFALL)]
     for x in rows:
         w = x["waterfall_p50_s"]
-        lines.append(f"| {x['sessions']} | {x['arm']} | " + " | ".join(f"{w[k]:.2f}" for _, k in WATERFALL) + " |")
+        lines.append(f"| {x['sessions']} | {x.get('clients', 'back-to-back')} | {x['arm']} | "
+                     + " | ".join(f"{w[k]:.2f}" for _, k in WATERFALL) + " |")
     lad = r["ladder"]
     lines += ["", f"Ladder (one Animator replica; load factor {lad['load']:.2f} at the end):", "",
               "| rung | name | fixed (s) | per second of speech (s) | a 1 s fragment (s) | fragments |",
@@ -882,7 +894,19 @@ def main() -> None:
                         "buffer, 1 s fragments), pieces (the quality ladder, the page's jitter buffer, growing pieces, "
                         "1 s fragments) and after (as shipped: growing fragments too), with underruns, rungs and the "
                         "waterfall")
+    parser.add_argument("--arms", default=",".join(ARMS), help="with --playback-ab: which arms (default all three)")
+    parser.add_argument("--clients", default="listening",
+                        help="the concurrency runs' clients, comma-separated: listening (each hears the reply out "
+                        "before speaking again, as people do; the default) and/or back-to-back (each speaks again "
+                        "at `done`, loading the graph like several people); more than one only with --playback-ab")
     args = parser.parse_args()
+    args.arms = [a for a in args.arms.split(",") if a]
+    args.clients = [c for c in args.clients.split(",") if c]
+    if not set(args.arms) <= set(ARMS) or not set(args.clients) <= {"listening", "back-to-back"} or not args.arms:
+        parser.error("--arms takes before, pieces, after; --clients takes listening, back-to-back")
+    if len(args.clients) != 1 and not args.playback_ab:
+        parser.error("more than one kind of client only with --playback-ab")
+    args.listen = args.clients[0] == "listening"
     args.runs = args.runs or (1 if args.quick else 3)
     args.questions = min(len(QUESTIONS), args.questions if args.questions is not None else (1 if args.quick else 3))
     args.sessions = [int(s) for s in (args.sessions or ("1,2" if args.quick else "1,2,4")).split(",")]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar_core.playback import underruns
+from avatar_core.playback import play, underruns
 from capacity.stats import quantile
 from serve_app.sentences import SentenceSplitter
 
@@ -81,6 +81,13 @@ class Turn:
 
     def underruns(self, hold_s: float = 0.0) -> int:
         return underruns([s["t"] for s in self.segments], [s["duration_s"] for s in self.segments], hold_s)
+
+    def still_playing_s(self, hold_s: float = 0.0) -> float:
+        """How long after `done` a page holding `hold_s` still plays the reply (0 when it has ended)."""
+        if not self.segments:
+            return 0.0
+        end = play([s["t"] for s in self.segments], [s["duration_s"] for s in self.segments], hold_s)[2]
+        return max(0.0, end - (self.done_s - self.voiced_s))
 
 
 async def hands_free(ws_url: str, pcm: np.ndarray, tail_s: float = 4.0, deadline_s: float = 180.0,
