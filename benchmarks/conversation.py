@@ -61,7 +61,7 @@ import numpy as np
 import yaml
 
 from benchmarks.asr_models import JFK_TEXT, edit_distance
-from benchmarks.run import bench_config, commit, local_stages, local_turn_stages, merge
+from benchmarks.run import bench_config, commit, local_stages, local_turn_stages, merge, parse_set
 
 ROOT = Path(__file__).resolve().parent.parent
 SET = Path(__file__).resolve().parent / "conversation_set.yaml"
@@ -688,22 +688,6 @@ def tables(r: dict) -> str:
                 reply = x["reply"][:140].replace("|", "/")
         lines.append(f"| {item} | " + " | ".join(c.replace("|", "/") for c in cells) + f" | {v2f.strip()} | {reply} |")
     return "\n".join(lines)
-
-
-def parse_set(values: list[str]) -> dict:
-    out: dict = {}
-    for value in values:
-        path, _, raw = value.partition("=")
-        node = out
-        *parents, leaf = path.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        node[leaf] = value if isinstance(value, (bool, int, float, str, type(None))) else raw  # text stays text
-    return out
 
 
 def main() -> None:

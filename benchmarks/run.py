@@ -122,6 +122,23 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+def parse_set(values: list[str]) -> dict:
+    """`--set section.field=value` options (each value read as YAML) as one nested dict for `merge`."""
+    out: dict = {}
+    for value in values:
+        path, _, raw = value.partition("=")
+        node = out
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node[leaf] = value if isinstance(value, (bool, int, float, str, type(None))) else raw  # text stays text
+    return out
+
+
 def bench_config(over: dict | None = None):
     """serve_config.yaml's args, greedy, with room for several sessions from one client."""
     from avatar_core.config import AppConfig
@@ -516,7 +533,7 @@ async def spoken(tts, text: str) -> np.ndarray:
 async def run(args) -> BenchResult:
     from avatar_core.media import decode_audio
 
-    cfg = bench_config()
+    cfg = bench_config(args.overrides)
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = os.getloadavg()
     local = await local_stages(cfg)  # before Ray: loading models here does not slow the replicas' start
@@ -726,7 +743,7 @@ async def playback_ab(args) -> dict:
     from avatar_core.media import decode_audio
     from ray import serve
 
-    cfg = bench_config()
+    cfg = bench_config(args.overrides)
     started_at, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
     local = await local_stages(cfg, only=("tts",))
     questions = QUESTIONS[: args.questions]
@@ -899,7 +916,10 @@ def main() -> None:
                         help="the concurrency runs' clients, comma-separated: listening (each hears the reply out "
                         "before speaking again, as people do; the default) and/or back-to-back (each speaks again "
                         "at `done`, loading the graph like several people); more than one only with --playback-ab")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="override the shipped app config: section.field=value (YAML), e.g. llm.nice=5")
     args = parser.parse_args()
+    args.overrides = parse_set(args.overrides)
     args.arms = [a for a in args.arms.split(",") if a]
     args.clients = [c for c in args.clients.split(",") if c]
     if not set(args.arms) <= set(ARMS) or not set(args.clients) <= {"listening", "back-to-back"} or not args.arms:
