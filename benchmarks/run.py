@@ -28,7 +28,8 @@ Printed as markdown tables; `--json PATH` writes the same numbers, as `capacity.
 - `concurrency`: [{sessions, turns, v2f_p50_s, v2f_p95_s, turns_per_min, reply_speech_s,
   reply_sentences (medians), cpu_per_turn_s, cpu_busy_share, turns_detail}] for 1, 2 and 4 sessions
   talking at once over `/ws` (each session: turn after turn, no think time, hearing each reply out
-  before the next unless `--clients back-to-back`; session i's turn k speaks input (i + k) mod the inputs). `cpu_per_turn_s`: CPU seconds per turn by process group (each deployment,
+  before the next unless `--clients back-to-back`; session i's turn k speaks input (i + k) mod the
+  inputs). `cpu_per_turn_s`: CPU seconds per turn by process group (each deployment,
   `proxy`, `ray`, `client` (this process: the clients), `other`, `machine` (every process), from
   `benchmarks/cpu_usage.py`); `cpu_busy_share`: the machine's busy share of its cores meanwhile;
   `turns_detail`: each turn's session, input, client cycle, voice to face, reply shape and early
@@ -787,7 +788,7 @@ def playback_tables(r: dict) -> str:
              "v2f + hold p50 / p95 (s) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in rows:
         rungs = ", ".join(f"{k}: {v}" for k, v in x["rungs"].items())
-        lines.append(f"| {x['sessions']} | {x.get('clients', 'back-to-back')} | {x['arm']} | {x['turns']} | "
+        lines.append(f"| {x['sessions']} | {x['clients']} | {x['arm']} | {x['turns']} | "
                      f"{x['fragments']} | {x['underruns_no_buffer']} | "
                      f"{x['underruns']} | {x['turns_with_underruns']} | {rungs} | {x['hold_p50_s']:.2f} / "
                      f"{x['hold_max_s']:.2f} | {x['v2f_p50_s']:.2f} / {x['v2f_p95_s']:.2f} | "
@@ -797,7 +798,7 @@ def playback_tables(r: dict) -> str:
               "|---|---|---|" + "---|" * len(WATERFALL)]
     for x in rows:
         w = x["waterfall_p50_s"]
-        lines.append(f"| {x['sessions']} | {x.get('clients', 'back-to-back')} | {x['arm']} | "
+        lines.append(f"| {x['sessions']} | {x['clients']} | {x['arm']} | "
                      + " | ".join(f"{w[k]:.2f}" for _, k in WATERFALL) + " |")
     lad = r["ladder"]
     lines += ["", f"Ladder (one Animator replica; load factor {lad['load']:.2f} at the end):", "",
@@ -917,13 +918,14 @@ def main() -> None:
                         "before speaking again, as people do; the default) and/or back-to-back (each speaks again "
                         "at `done`, loading the graph like several people); more than one only with --playback-ab")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        help="override the shipped app config: section.field=value (YAML), e.g. llm.nice=5")
+                        help="override the shipped app config: section.field=value (YAML), e.g. llm.n_threads=2")
     args = parser.parse_args()
     args.overrides = parse_set(args.overrides)
     args.arms = [a for a in args.arms.split(",") if a]
     args.clients = [c for c in args.clients.split(",") if c]
-    if not set(args.arms) <= set(ARMS) or not set(args.clients) <= {"listening", "back-to-back"} or not args.arms:
-        parser.error("--arms takes before, pieces, after; --clients takes listening, back-to-back")
+    if not args.arms or not set(args.arms) <= set(ARMS) or not args.clients or not set(args.clients) <= {
+            "listening", "back-to-back"}:
+        parser.error("--arms takes one or more of before, pieces, after; --clients one or both of listening, back-to-back")
     if len(args.clients) != 1 and not args.playback_ab:
         parser.error("more than one kind of client only with --playback-ab")
     args.listen = args.clients[0] == "listening"

@@ -104,6 +104,24 @@ def test_a_turns_need_is_how_late_its_latest_fragment_came():
     assert need([0.0, 0.41], [0.4, 1.0]) == 0.0  # 10 ms: a timer tick, not lateness
 
 
+def test_a_listening_benchmark_client_waits_until_its_page_has_played_the_reply():
+    """benchmarks/run.py's listening clients speak again once the reply has played: the fragments
+    back to back from the first's arrival plus the page's hold, stalls included, counted from `done`."""
+    from benchmarks.voice_to_face import Turn
+
+    # fragments at 1.0 s (0.4 s long) and 1.2 s (1.0 s) after the last voiced sample; done at 1.3 s
+    turn = Turn(0.3, 0.0, 0.7, segments=[{"t": 1.0, "duration_s": 0.4}, {"t": 1.2, "duration_s": 1.0}],
+                voiced_s=2.0, done_s=3.3)
+    assert turn.still_playing_s() == pytest.approx(2.4 - 1.3)
+    assert turn.still_playing_s(hold_s=0.5) == pytest.approx(2.9 - 1.3)
+    late = Turn(0.3, 0.0, 0.7, segments=[{"t": 1.0, "duration_s": 0.4}, {"t": 2.0, "duration_s": 1.0}],
+                voiced_s=2.0, done_s=4.1)
+    assert late.still_playing_s() == pytest.approx(3.0 - 2.1)  # the stall pushes the end back
+    assert Turn(0.3, 0.0, 0.7, voiced_s=2.0, done_s=3.0).still_playing_s() == 0.0  # nothing to play
+    assert turn.still_playing_s() > Turn(0.3, 0.0, 0.7, segments=turn.segments, voiced_s=2.0,
+                                         done_s=5.0).still_playing_s() == 0.0  # played out before done
+
+
 def test_the_jitter_buffer_follows_the_last_turns_needs():
     assert hold_s([]) == 0.0
     assert hold_s([0.2, 0.0]) == pytest.approx(0.2)
