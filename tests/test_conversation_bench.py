@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+from benchmarks.asr_models import edit_distance
 from benchmarks.conversation import words
 from benchmarks.conversation import load_items  # noqa: E402
 from tests.conftest import ROOT
@@ -55,7 +56,9 @@ def test_quick_run_hears_answers_and_times_each_item(tmp_path):
     (timed,) = [x["v2f"] for x in r["rows"] if "v2f" in x]
     assert "error" not in timed, timed
     assert math.isclose(timed["v2f_s"], timed["endpointing_s"] + timed["asr_s"] + timed["rest_s"])
-    assert words(timed["heard"]) == words(items["capital-france"].say)
+    # heard from the speech up to the hush (0.1 s of silence), not from the whole clip as above:
+    # tiny.en has once taken "France" there for "friends", so one word may differ, not more
+    assert edit_distance(words(items["capital-france"].say), words(timed["heard"])) <= 1, timed["heard"]
 
     # the tables printed: one line per voice and per item
     assert "| piper | 2 | 0.0 % |" in run.stdout and "| capital-france |" in run.stdout and "| jfk |" in run.stdout
