@@ -8,6 +8,10 @@ face.
 
     .venv/bin/python -m capacity.waterfall --sessions 1 8 [--costs capacity/costs/l4.yaml] [--gpu-sharing free]
         [--animator-rtf 0.35 0.68] [--replicas asr=3,llm=2,tts=5,animator=5 --nodes avatar_media=10,avatar_llm=2]
+        [--measured playback.json]
+
+`--measured playback.json` (what `benchmarks.run --playback-ab --json` wrote) puts the measured rows
+(the shipped arm) in the same table, above the planned ones, so one table shows both.
 
 It runs the planner's simulation with `WaterfallTurn` (the model's own turn, recording when each
 milestone is reached) in place of `capacity.avatar.Turn`, so the sessions, stages and costs are
@@ -17,6 +21,7 @@ exactly those `avatar-capacity simulate` plans with.
 from __future__ import annotations
 
 import argparse
+import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -141,6 +146,16 @@ def table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def measured(path: Path) -> list[tuple[str, dict]]:
+    """The shipped arm's rows of a `benchmarks.run --playback-ab --json` file, as `table` rows: the
+    same milestones, measured (its `waterfall_p50_s`), with the same playback columns."""
+    r = json.loads(path.read_text())
+    where = f"measured {r['date']} at {r['commit']}, {r['cpus']} cores"
+    return [(f"{where}, {x['sessions']} session{'s' if x['sessions'] > 1 else ''} ({x['clients']})",
+             x | {"milestones_p50_s": x["waterfall_p50_s"]})
+            for x in r["rows"] if x["arm"] == "after"]
+
+
 def counts(text: str) -> dict[str, int]:
     """'asr=3,tts=5' -> {'asr': 3, 'tts': 5}"""
     return {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(",") if part)}
@@ -161,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                    "default: the config's autoscaling")
     p.add_argument("--nodes", type=counts, default=None,
                    help="L4 nodes per role, all up from the start, e.g. avatar_media=10,avatar_llm=2")
+    p.add_argument("--measured", type=Path, help="a `benchmarks.run --playback-ab --json` file: its shipped "
+                   "arm's rows first, in the same table")
     args = p.parse_args(argv)
-    rows = []
+    rows = measured(args.measured) if args.measured else []
     for rtf in args.animator_rtf:
         inputs = with_animator_rtf(l4_inputs(args.costs), rtf)
         sc = l4_scenario(inputs, fixed=args.replicas, nodes=args.nodes, gpu_sharing=args.gpu_sharing)

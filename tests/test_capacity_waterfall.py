@@ -73,3 +73,38 @@ def test_a_waterfall_can_plan_the_cluster_size_answered(capsys):
     assert main(["--sessions", "2", "--minutes", "3", "--replicas", "asr=1,llm=1,tts=2,animator=2",
                  "--nodes", "avatar_media=2,avatar_llm=1"]) == 0
     assert "L4 plan, 2 sessions" in capsys.readouterr().out
+
+
+def test_measured_rows_share_the_planned_table(tmp_path, capsys):
+    """--measured: the shipped arm's rows of a `benchmarks.run --playback-ab --json` file (built here
+    by its own `playback_row` from two client turns) in the same table as the plan, milestone by
+    milestone; the other arms' rows are left out."""
+    import json
+    from types import SimpleNamespace
+
+    from benchmarks.run import playback_row
+    from benchmarks.voice_to_face import Turn
+    from capacity.waterfall import main
+
+    def turn(end: float, late: float) -> Turn:
+        return Turn(end, 0.0, 0.61, segments=[{"t": end + 0.61, "duration_s": 0.4, "rung": 0, "sentence": 0,
+                                                "hold_s": 0.0},
+                                               {"t": end + 0.61 + late, "duration_s": 0.8, "rung": 1, "sentence": 0}],
+                    marks={"turn": end + 0.01, "first_token": end + 0.13, "first_clause": end + 0.33},
+                    timings={"first_audio": 0.5, "first_segment": 0.58})
+
+    turns = [turn(0.23, 0.3), turn(0.29, 0.5)]  # the second fragment late by 0.1 s in the second
+    detail = [SimpleNamespace(session=0, input=k) for k in range(2)]
+    rows = [playback_row(arm, 1, turns, detail) | {"clients": "listening"} for arm in ("before", "after")]
+    path = tmp_path / "playback.json"
+    path.write_text(json.dumps({"rows": rows, "date": "2026-12-04 17:00 UTC", "commit": "abc1234", "cpus": 2}))
+    assert main(["--measured", str(path), "--sessions", "1", "--minutes", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    (mine,) = [line for line in out if line.startswith("| measured")]
+    assert "2026-12-04 17:00 UTC at abc1234, 2 cores, 1 session (listening)" in mine
+    cells = [c.strip() for c in mine.split("|")[1:-1]]
+    # end of turn, transcript, first token, first clause, first TTS audio, first fragment made, received
+    assert cells[1:9] == ["2", "0.26", "0.26", "0.39", "0.59", "0.77", "0.85", "0.87"]
+    assert cells[9].startswith("1 / ")  # one underrun without the buffer
+    assert any(line.startswith("| L4 plan, 1 session") for line in out)
+    assert out.index(mine) < next(k for k, line in enumerate(out) if line.startswith("| L4 plan"))
