@@ -73,6 +73,13 @@ class LlamaCpp(ChatBackend):
             True, description="evaluate the system prompt once and keep its KV cache, so a turn evaluates only "
             "the history and the new message (the first token comes sooner); false: the whole prompt every turn",
         )
+        avoid_words: list[str] = Field(
+            ["sorry", "AI", "virtual", "digital", "assistant"],
+            description="words a reply never says: each spelling of one that is a single token of the model "
+            "(as written or capitalised, with or without a leading space) has its logit lowered by 100. SmolLM2-135M "
+            "otherwise opens small talk with 'I'm sorry for your loss, but as a virtual assistant...' (docs/"
+            "backends.md, LLM); a spelling of several tokens is left alone, since its first token begins other words",
+        )
         spin_wait: bool = Field(
             False, description="let llama.cpp's OpenMP threads spin at each barrier (OMP_WAIT_POLICY=ACTIVE) "
             "instead of sleeping: on cores the other stages share, a thread spinning for a descheduled partner "
@@ -99,6 +106,7 @@ class LlamaCpp(ChatBackend):
             seed=cfg.seed,
             verbose=False,
         )
+        self._avoid = self._avoided_tokens(cfg.avoid_words)
         # max_ongoing_requests is 1, but a health probe may run beside a request: one context
         self._lock = asyncio.Lock()
         self._formatter = self._chat_formatter()
@@ -120,6 +128,24 @@ class LlamaCpp(ChatBackend):
             bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
             stop_token_ids=[eos],
         )
+
+    def _avoided_tokens(self, words: list[str]):
+        """A logits processor that keeps `words` out of replies: their one-token spellings lowered by
+        100, in place (llama-cpp-python's own `logit_bias` copies the whole vocabulary each token)."""
+        from llama_cpp import LogitsProcessorList
+
+        ids = sorted({tokens[0] for word in words for spelling in {word, word.capitalize()}
+                      for text in (spelling, " " + spelling)
+                      if len(tokens := self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) == 1})
+        if not ids:
+            return None
+
+        def lower(_input_ids, scores):
+            scores[ids] -= 100.0
+            return scores
+
+        lower.ids = ids
+        return LogitsProcessorList([lower])
 
     def _tokens(self, messages: list[Message]) -> list[int]:
         result = self._formatter(messages=messages)
@@ -178,6 +204,7 @@ class LlamaCpp(ChatBackend):
             max_tokens=max_tokens,
             temperature=temperature,
             repeat_penalty=self.cfg.repeat_penalty,
+            logits_processor=self._avoid,
         )
         for chunk in chunks:
             delta = chunk["choices"][0]["delta"].get("content")
