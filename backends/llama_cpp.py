@@ -14,9 +14,9 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from avatar_core import split_models
 from avatar_core.config import LlmConfig
@@ -73,7 +73,7 @@ class LlamaCpp(ChatBackend):
             True, description="evaluate the system prompt once and keep its KV cache, so a turn evaluates only "
             "the history and the new message (the first token comes sooner); false: the whole prompt every turn",
         )
-        avoid_words: list[str] = Field(
+        avoid_words: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
             ["sorry", "AI", "virtual", "digital", "assistant"],
             description="words a reply never says: each spelling of one that is a single token of the model "
             "(as written or capitalised, with or without a leading space) has its logit lowered by 100. SmolLM2-135M "
@@ -134,9 +134,9 @@ class LlamaCpp(ChatBackend):
         100, in place (llama-cpp-python's own `logit_bias` copies the whole vocabulary each token)."""
         from llama_cpp import LogitsProcessorList
 
-        ids = sorted({tokens[0] for word in words for spelling in {word, word.capitalize()}
-                      for text in (spelling, " " + spelling)
-                      if len(tokens := self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) == 1})
+        spellings = {f"{space}{s}" for word in words for s in (word, word.capitalize()) for space in ("", " ")}
+        tokenized = [self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) for text in spellings]
+        ids = sorted({tokens[0] for tokens in tokenized if len(tokens) == 1})
         if not ids:
             return None
 

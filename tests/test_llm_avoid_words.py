@@ -49,3 +49,12 @@ def test_a_reply_never_says_an_avoided_word(shipped):
     assert re.search(rf"\b({words})\b", before, re.I), before  # what it says without them
     after = reply(shipped, question)
     assert after.strip() and not re.search(rf"\b({words})\b", after, re.I), after
+
+
+def test_a_blank_avoided_word_is_refused_by_the_config():
+    """A blank word would lower the space token itself: the config says so instead."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="avoid_words"):
+        LlamaCpp.Config(avoid_words=["sorry", " "])
+    assert LlamaCpp.Config(avoid_words=[" sorry "]).avoid_words == ["sorry"]
