@@ -39,8 +39,17 @@ def notebook_config(storage_dir: str | None = None):
 
     return AppConfig.model_validate({
         "llm": {"temperature": 0.0},
-        "storage": {"dir": storage_dir or tempfile.mkdtemp(prefix="avatar-notebook-")},
+        "storage": {"dir": storage_dir or _scratch_dir()},
     })
+
+
+_SCRATCH: list[tempfile.TemporaryDirectory] = []
+
+
+def _scratch_dir() -> str:
+    """A fresh upload dir, removed when the kernel exits."""
+    _SCRATCH.append(tempfile.TemporaryDirectory(prefix="avatar-notebook-"))
+    return _SCRATCH[-1].name
 
 
 @dataclass

@@ -125,11 +125,16 @@ def make_xtts_checkpoint(out: Path, size: str, tokens: int = XTTS_TOKENS) -> Pat
 
 
 def xtts(device: str, size: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="xtts-check-") as tmp:  # the checkpoint is 126 MB
+        return xtts_in(Path(tmp), device, size)
+
+
+def xtts_in(tmp: Path, device: str, size: str) -> dict:
     import torch
 
     from backends.xtts import Xtts
 
-    checkpoint = make_xtts_checkpoint(Path(tempfile.mkdtemp(prefix="xtts-check-")) / "xtts", size)
+    checkpoint = make_xtts_checkpoint(tmp / "xtts", size)
     started = time.perf_counter()
     backend = Xtts(Xtts.Config(checkpoint_dir=checkpoint, device=device, stream_chunk_size=20))
     loaded = time.perf_counter() - started

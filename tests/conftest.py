@@ -1,6 +1,7 @@
 """One real Ray cluster and one real deployment of the whole graph, shared by the test session."""
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -43,7 +44,22 @@ JFK_WORDS = "ask not what your country can do for you"
 TEST_MAX_UPLOAD = 4 * 1024 * 1024
 
 
-STORAGE = Path(tempfile.mkdtemp(prefix="avatar-test-storage-"))
+SCRATCH = Path(tempfile.mkdtemp(prefix="avatar-tests-"))  # this session's files, removed at its end
+STORAGE = SCRATCH / "storage"
+STORAGE.mkdir()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_tmpdir():
+    """A temp dir for a `serve run` of the test's own (RAY_TMPDIR), removed after the test: short,
+    because Ray's socket paths must fit 107 bytes."""
+    path = tempfile.mkdtemp(prefix="ray-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def app_config():

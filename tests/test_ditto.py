@@ -147,7 +147,9 @@ def test_stand_in_sdk_frames_match_their_audio_and_the_stream_runs_on_across_cal
         # an older state is not continued: a new stream starts at frame 0
         again, state4 = await collect(backend.render(avatar, audio[: 5 * HOP], state))
         assert state4.stream != state.stream and numbers(again) == list(range(5))
+        assert list(backend.avatar_dir.glob("*.png"))  # the registered face's image, on disk while open
         await backend.aclose()
+        assert not backend.avatar_dir.exists()  # and removed on close
 
     calls = sp.AvatarRegistrar.calls
     asyncio.run(main())

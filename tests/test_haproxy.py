@@ -155,10 +155,10 @@ async def admitted_from_another_address(base: str, per_client: int) -> tuple[int
             await ws.close()
 
 
-def test_a_session_through_haproxy(jfk_bytes, tmp_path):
+def test_a_session_through_haproxy(jfk_bytes, tmp_path, ray_tmpdir):
     port = free_port(29_500)
     config_path, config = shipped_config_on(port, tmp_path)
-    temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes
+    temp_dir = ray_tmpdir
     home = tempfile.mkdtemp(prefix="hap-") + "/"  # HAProxy's files: <home><node id>/haproxy.cfg, admin.sock
     env = {
         **local_ray_env(), "RAY_TMPDIR": temp_dir,

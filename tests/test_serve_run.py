@@ -6,7 +6,6 @@ this test runs before or after the session's cluster exists, in any order.
 
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from serve_app.local import local_ray_env
@@ -15,12 +14,12 @@ from tests.test_stages import words
 from tests.test_turn import post_turn
 
 
-def test_serve_run_holds_a_turn(jfk_bytes, tmp_path):
+def test_serve_run_holds_a_turn(jfk_bytes, tmp_path, ray_tmpdir):
     port = free_port(29_000)
     config_path, _ = shipped_config_on(port, tmp_path)
     serve = Path(sys.executable).with_name("serve")
     log = (tmp_path / "serve.log").open("w")
-    temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes
+    temp_dir = ray_tmpdir
     env = {**local_ray_env(), "RAY_TMPDIR": temp_dir}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(

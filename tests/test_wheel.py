@@ -7,7 +7,6 @@ Every other test runs from the checkout (an editable install), where a missing d
 
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -65,7 +64,7 @@ def get(url: str) -> bytes:
         return r.read()
 
 
-def test_wheel_installed_in_a_fresh_venv_serves_a_turn(wheel, tmp_path, jfk_bytes):
+def test_wheel_installed_in_a_fresh_venv_serves_a_turn(wheel, tmp_path, jfk_bytes, ray_tmpdir):
     """What a node image does (clusters/image/): the wheel and its dependencies into a new venv,
     then `serve run` from a directory that holds no source, so every import and every data file
     comes from the installed package."""
@@ -86,8 +85,7 @@ def test_wheel_installed_in_a_fresh_venv_serves_a_turn(wheel, tmp_path, jfk_byte
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     shipped_config_on(port, run_dir)
-    temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes
-    env = {**local_ray_env(), "RAY_TMPDIR": temp_dir}
+    env = {**local_ray_env(), "RAY_TMPDIR": ray_tmpdir}
     for key in ("RAY_ADDRESS", "PYTHONPATH"):
         env.pop(key, None)
     log = (tmp_path / "serve.log").open("w")

@@ -66,8 +66,11 @@ def xtts_app(checkpoint):
     })
     # One replica a stage: the test reads the TTS replica's own voice cache (slow XTTS on CPU would
     # otherwise make the production autoscaling add a second TTS replica with a cache of its own).
-    with running_graph(cfg, APP, storage, production=False) as base_url:
-        yield base_url
+    try:
+        with running_graph(cfg, APP, storage, production=False) as base_url:
+            yield base_url
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

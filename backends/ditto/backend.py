@@ -164,7 +164,9 @@ class Ditto(FaceBackend):
             "data_root=%s, cfg=%s", cfg.pool_size, cfg.overlap_v2, cfg.sampling_timesteps, cfg.max_size,
             tuple(cfg.chunksize), cfg.checkpoint_dir, cfg.cfg_pkl,
         )
-        self.avatar_dir = Path(tempfile.mkdtemp(prefix="ditto-avatars-"))
+        # Registered avatars' images, removed when the backend closes or the replica exits.
+        self._avatar_tmp = tempfile.TemporaryDirectory(prefix="ditto-avatars-")
+        self.avatar_dir = Path(self._avatar_tmp.name)
         self.avatar_lock: asyncio.Lock | None = None
         self._expiry: asyncio.Task | None = None
         self._reported = False
@@ -319,10 +321,11 @@ class Ditto(FaceBackend):
             self.pool.release(slot)
 
     async def aclose(self) -> None:
-        """Close every stream (their threads end)."""
+        """Close every stream (their threads end) and remove the registered avatars' images."""
         if self._expiry is not None:
             self._expiry.cancel()
         await self.pool.close_all()
+        self._avatar_tmp.cleanup()
 
     def close(self) -> None:
         """Stop every stream at once, from any thread: the SDK's worker threads are not daemons,

@@ -28,7 +28,9 @@ def stand_in_config(overlap_v2: int = 70, frame_s: float = 0.0, fail_at_frame: i
     avatar (the stand-in paints each frame in its avatar's colour)."""
     from backends.ditto import Ditto
 
-    tmp = Path(tempfile.mkdtemp(prefix="ditto-stand-in-"))
+    from tests.conftest import SCRATCH
+
+    tmp = Path(tempfile.mkdtemp(prefix="ditto-stand-in-", dir=SCRATCH))
     engines = tmp / "checkpoints" / "ditto_trt_stand_in"
     engines.mkdir(parents=True)
     for name in MODEL_FILES:
