@@ -26,6 +26,9 @@ class Conversation:
     voice_id: str = "default"
     language: str = "en"
     max_messages: int = 24
+    # The turn whose exchange ends the history: only it can be cut back to what the user heard (an
+    # interruption that names a turn withdrawn or never remembered must not touch an older reply).
+    last_turn: str | None = None
     # Speech and idle (listening) video both advance anim_state; one render at a time keeps the
     # animation clock continuous across them.
     anim_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -33,24 +36,29 @@ class Conversation:
     def record(self) -> dict[str, Any]:
         """What the session store keeps (everything but the lock)."""
         return {"id": self.id, "history": self.history, "anim_state": self.anim_state, "avatar_id": self.avatar_id,
-                "voice_id": self.voice_id, "language": self.language, "max_messages": self.max_messages}
+                "voice_id": self.voice_id, "language": self.language, "max_messages": self.max_messages,
+                "last_turn": self.last_turn}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Conversation":
         return cls(**record)
 
-    def remember(self, user_text: str, said: str) -> None:
+    def remember(self, user_text: str, said: str, turn_id: str | None = None) -> None:
         if said:
             self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": said}]
             del self.history[: -self.max_messages]
+            self.last_turn = turn_id
 
-    def keep_heard(self, said: str) -> None:
-        """The user interrupted playback: the last reply becomes what they heard of it."""
-        if len(self.history) >= 2 and self.history[-1]["role"] == "assistant":
-            if said:
-                self.history[-1] = {"role": "assistant", "content": said}
-            else:
-                del self.history[-2:]
+    def keep_heard(self, turn_id: str, said: str) -> None:
+        """The user interrupted turn `turn_id`'s playback: its reply becomes what they heard of it
+        (nothing: the exchange goes). A no-op unless that turn's exchange ends the history."""
+        if turn_id != self.last_turn or len(self.history) < 2 or self.history[-1]["role"] != "assistant":
+            return
+        if said:
+            self.history[-1] = {"role": "assistant", "content": said}
+        else:
+            del self.history[-2:]
+            self.last_turn = None
 
     def messages(self, cfg: LlmConfig, user_text: str) -> list[Message]:
         """System prompt with the session's language, the last `history_turns` exchanges, the new

@@ -214,7 +214,8 @@ class IdleRequest(_Message):
 
 class Interrupted(_Message):
     """Playback stopped after `heard` sentences had started; the last one cut short if `cut`. The
-    history keeps only what was heard (and "…")."""
+    history keeps only what was heard (and "…"), if that turn's exchange is still its last (a turn
+    withdrawn or never remembered leaves the history alone)."""
 
     type: Literal["interrupted"]
     turn_id: str | None

@@ -246,7 +246,8 @@ class Turn:
                      extra={"turn_id": self.turn_id, "outcome": self.outcome})
             # Remember only what the user got: the whole reply, or the sentences sent so far.
             completed = self.outcome == "completed"
-            self.conv.remember(text, "".join(self.reply).strip() if completed else " ".join(self.spoken.values()))
+            said = "".join(self.reply).strip() if completed else " ".join(self.spoken.values())
+            self.conv.remember(text, said, self.turn_id)
             self.playback.close()
             self.counts.inc(self.outcome)
 

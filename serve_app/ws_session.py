@@ -298,7 +298,7 @@ class WsSession:
                 if turn_id == self.turn_id and heard <= len(self.sent):
                     await self.cancel_turn("barge_in")  # now the turn has recorded what it sent...
                     said = " ".join(self.sent[:heard]) + ("…" if cut and heard else "")
-                    self.conv.keep_heard(said)  # ...of which this much was heard
+                    self.conv.keep_heard(turn_id, said)  # ...of which this much was heard
                     try:
                         await self.service.save(self.conv)
                     except Rejected as exc:
@@ -332,12 +332,12 @@ class WsSession:
             await self.send(error("overloaded", str(exc)))
             return False
         turn = self.service.turn(self.conv, pcm, heard)
+        self.turn_id, self.sent = turn.turn_id, []  # set here: a cancel may come before the task runs
         self.turn = asyncio.create_task(self.run(turn, serial))
         self.turn.add_done_callback(lambda _, s=slot: s.release())
         return True
 
     async def run(self, turn: Turn, serial: int) -> None:
-        self.turn_id, self.sent = turn.turn_id, []
         try:
             async with self.service.running(turn, failed=lambda exc: not self.gone(exc)) as events:
                 async for event, data in events:
@@ -373,7 +373,7 @@ class WsSession:
             self.turn.cancel()
             await asyncio.gather(self.turn, return_exceptions=True)
             if withdraw and len(self.conv.history) > remembered:
-                self.conv.keep_heard("")  # drops the exchange the cancelled turn remembered
+                self.conv.keep_heard(self.turn_id, "")  # drops the exchange the cancelled turn remembered
                 try:
                     await self.service.save(self.conv)
                 except Rejected as exc:

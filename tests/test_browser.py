@@ -6,6 +6,7 @@ hands-free test hears JFK with a long silence after him instead: on a loaded mac
 longer than SILENCE_S to start, and each pass would then cancel the turn before it spoke.
 """
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -163,7 +164,8 @@ def test_barge_in_stops_playback(page, serve_app):
     # the turn model called the end, the server withdraws that speculative turn and answers the
     # whole utterance once (`cancelled` with `merged`), and the page drops the turn's lines. That
     # is settled once the next transcript has come; the page's test hooks record both.
-    judged = ("(window.__bargeIns || []).find((b) => b.left > 0 && "
+    # And part of the reply must have been heard (a barge-in during the jitter buffer keeps none).
+    judged = ("(window.__bargeIns || []).find((b) => b.left > 0 && b.heard > 0 && "
               "!(window.__merged || []).includes(b.turn) && (window.__heardAt || []).some((t) => t > b.when) && "
               "document.querySelector(`[data-testid=transcript] li.avatar[data-turn='${b.turn}'] p`))")
     page.wait_for_function(f"!!{judged}", timeout=150_000)
@@ -186,10 +188,12 @@ def test_barge_in_stops_playback(page, serve_app):
     # The part kept begins the reply and ends in "…" where the barge-in cut a piece short (a cut in
     # the last piece keeps its words: the whole text, then "…"); one that came between two pieces
     # (a clause or a sentence) keeps the pieces heard as they are, shorter than the reply.
-    replies = [m["content"] for m in messages if m["role"] == "assistant"]
+    # The history joins the pieces heard with a space, where the reply may have had a line break.
+    replies = [" ".join(m["content"].split()) for m in messages if m["role"] == "assistant"]
+    full_reply = " ".join(full_reply.split())
     kept = [r for r in replies if r.endswith("…") == barge["cut"] and full_reply.startswith(r.rstrip("…"))
             and (barge["cut"] or len(r) < len(full_reply))]
-    assert kept, (replies, full_reply, barge)  # earlier passes may have cut the same reply too
+    assert kept, json.dumps({"history": replies, "page": full_reply, "barge": barge})  # whole, not elided
 
 
 def test_keyboard_order_and_labels(page):

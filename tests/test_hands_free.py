@@ -215,8 +215,12 @@ def test_interrupted_keeps_the_sentences_heard(serve_app):
             await ws.send(audio)  # the next turn, interrupted before anything was heard
             turn = await c.until("turn")
             await c.until("segment")
-            await ws.send(json.dumps({"type": "interrupted", "turn_id": turn["turn_id"], "heard": 0, "cut": False}))
+            gone = json.dumps({"type": "interrupted", "turn_id": turn["turn_id"], "heard": 0, "cut": False})
+            await ws.send(gone)
             await c.until("cancelled")
+            await ws.send(gone)  # told again (the page and the server each saw the barge-in)...
+            await ws.send(json.dumps({"type": "ping"}))
+            await c.until("pong")  # ...and handled: it must not drop the exchange before
             dropped = httpx.get(f"{serve_app}/api/v1/sessions/{session}", timeout=30).json()["messages"]
             return fragment, kept, dropped
 

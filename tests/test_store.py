@@ -17,13 +17,14 @@ from tests.redis_server import redis_server
 
 def conversation(session_id: str = "s1") -> Conversation:
     conv = Conversation(id=session_id, avatar_id="a1b2", voice_id="v9", language="en")
-    conv.remember("what is the capital of france", "Paris is the capital of France.")
+    conv.remember("what is the capital of france", "Paris is the capital of France.", "turn-1")
     conv.anim_state = AnimState(frame=42, open=0.3, tail=np.arange(5, dtype=np.float32))
     return conv
 
 
 def same(a: Conversation, b: Conversation) -> None:
-    assert (b.id, b.history, b.avatar_id, b.voice_id, b.language) == (a.id, a.history, a.avatar_id, a.voice_id, a.language)
+    assert (b.id, b.history, b.avatar_id, b.voice_id, b.language, b.last_turn) == (
+        a.id, a.history, a.avatar_id, a.voice_id, a.language, "turn-1")
     assert b.anim_state.frame == 42 and np.array_equal(b.anim_state.tail, a.anim_state.tail)
 
 

@@ -170,8 +170,8 @@ function handle(ev, expectBytes) {
       selectValue("avatar-select", ev.avatar_id); selectValue("voice-select", ev.voice_id);
       selectValue("language-select", ev.language);
       break;
-    case "speech_start":
-      if (player?.speaking) interrupt();
+    case "speech_start":  // the user talks while reply speech is playing or still to play: it yields
+      if (player?.speechAhead) interrupt();
       break;
     case "utterance_end":
       state.thinking = true; break;
@@ -245,11 +245,10 @@ function interrupt() {
   const ends = player ? player.speech.map(([, b]) => b) : [];
   const left = Math.max(0, ...ends) - video.currentTime;  // reply seconds that will not be played
   const cut = Boolean(player && player.speaking);  // a piece was playing: it is cut short
-  (window.__bargeIns ??= []).push({ left, turn: state.turnId, when: performance.now(), cut });  // for tests
+  const heard = player ? player.started(state.turnId) : 0;
+  (window.__bargeIns ??= []).push({ left, turn: state.turnId, when: performance.now(), cut, heard });  // for tests
   // tell the server how much of the reply was heard, so the history keeps only that
-  if (state.turnId && player) {
-    send({ type: "interrupted", turn_id: state.turnId, heard: player.started(state.turnId), cut });
-  }
+  if (state.turnId && player) send({ type: "interrupted", turn_id: state.turnId, heard, cut });
   player?.stop();
   if (state.avatarLine && !state.avatarLine.parentElement.classList.contains("interrupted")) {
     state.avatarLine.parentElement.classList.add("interrupted");
@@ -298,7 +297,7 @@ async function pttDown() {
   unlockAudio();
   if (!(await ensureMic())) return;
   state.ptt = true;
-  if (player?.speaking) interrupt();
+  if (player?.speechAhead) interrupt();
   send({ type: "mic", on: true }); send({ type: "ptt", down: true });
   render();
 }
