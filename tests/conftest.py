@@ -44,9 +44,13 @@ JFK_WORDS = "ask not what your country can do for you"
 TEST_MAX_UPLOAD = 4 * 1024 * 1024
 
 
-SCRATCH = Path(tempfile.mkdtemp(prefix="avatar-tests-"))  # this session's files, removed at its end
+# This session's files, removed at its end. The processes it starts (Ray's workers, which import this
+# module to unpickle the tests' objects) inherit the variable and share the directory.
+if "AVATAR_TESTS_SCRATCH" not in os.environ:
+    os.environ["AVATAR_TESTS_SCRATCH"] = tempfile.mkdtemp(prefix="avatar-tests-")
+SCRATCH = Path(os.environ["AVATAR_TESTS_SCRATCH"])
 STORAGE = SCRATCH / "storage"
-STORAGE.mkdir()
+STORAGE.mkdir(exist_ok=True)
 
 
 def pytest_sessionfinish(session, exitstatus):

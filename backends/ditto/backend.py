@@ -135,6 +135,9 @@ class Ditto(FaceBackend):
         frame_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next frame")
         close_timeout_s: float = Field(10.0, gt=0, description="longest wait for a stopped stream's threads")
         extra_flush_hops: int = Field(0, ge=0, description="silence hops fed beyond the computed lag")
+        scratch_dir: Path | None = Field(
+            None, description="where each replica keeps the registered avatars' images (a directory of its "
+            "own inside, removed when it stops); None: the system's temp dir")
 
     max_concurrency: ClassVar[int] = 1  # the default pool_size; `concurrency(cfg)` gives the real one
     renders_whole_pieces: ClassVar[bool] = True  # one render per piece of speech: the stream runs on
@@ -165,7 +168,7 @@ class Ditto(FaceBackend):
             tuple(cfg.chunksize), cfg.checkpoint_dir, cfg.cfg_pkl,
         )
         # Registered avatars' images, removed when the backend closes or the replica exits.
-        self._avatar_tmp = tempfile.TemporaryDirectory(prefix="ditto-avatars-")
+        self._avatar_tmp = tempfile.TemporaryDirectory(prefix="ditto-avatars-", dir=cfg.scratch_dir)
         self.avatar_dir = Path(self._avatar_tmp.name)
         self.avatar_lock: asyncio.Lock | None = None
         self._expiry: asyncio.Task | None = None
@@ -334,3 +337,4 @@ class Ditto(FaceBackend):
             if slot.stream is not None and not slot.stream.closed:
                 slot.stream.closed = True
                 slot.stream.shutdown(graceful=False)
+        self._avatar_tmp.cleanup()

@@ -41,6 +41,7 @@ def stand_in_config(overlap_v2: int = 70, frame_s: float = 0.0, fail_at_frame: i
                      "seq_frames": 80, "frame_s": frame_s, "fail_at_frame": fail_at_frame,
                      "fail_once": fail_once, "fail_colour": fail_colour, "block_at_frame": block_at_frame}, f)
     fields.setdefault("overlap_v2", overlap_v2)
+    fields.setdefault("scratch_dir", tmp)  # a replica killed with the cluster leaves its avatars here
     return Ditto.Config(repo_dir=REPO, checkpoint_dir=engines, cfg_pkl=tmp / "cfg.pkl",
                         avatar_image=solid_png(tmp / "red.png", (220, 40, 40)), **fields)
 
