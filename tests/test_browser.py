@@ -178,6 +178,10 @@ def test_barge_in_stops_playback(page, serve_app):
         "((b) => window.__player.log.filter(([turn, , appended]) => turn === b.turn && appended > b.when))", barge
     )
     assert late == []
+    # nor of any reply withdrawn because the speaker went on (a merge), in the passes so far
+    withdrawn = page.evaluate("Object.entries(window.__mergedAt || {}).flatMap(([turn, when]) => "
+                              "window.__player.log.filter(([t, , appended]) => t === turn && appended > when))")
+    assert withdrawn == []
     # the history keeps only the part of the reply that was played before the interruption
     full_reply = line.locator("p").text_content().strip()
     session = page.evaluate("document.body.dataset.session")

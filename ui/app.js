@@ -178,7 +178,9 @@ function handle(ev, expectBytes) {
     case "cancelled":
       state.thinking = false;
       if (ev.merged) {  // the next transcript repeats these words with the rest
-        (window.__merged ??= []).push(state.turnId);  // for tests
+        (window.__merged ??= []).push(state.turnId); (window.__mergedAt ??= {})[state.turnId] = performance.now();  // for tests
+        state.stoppedTurn = state.turnId;  // the withdrawn reply never plays, nor its fragments in flight
+        if (player?.speechAhead) player.stop();
         dropLastTurn();
       }
       else if (ev.reason === "barge_in") interrupt();
