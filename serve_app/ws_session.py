@@ -369,11 +369,10 @@ class WsSession:
         """Cancel the running turn. `withdraw`: it had spoken, but the user had only paused: what it
         said leaves the history too (the merged utterance is answered whole)."""
         if self.turn and not self.turn.done():
-            remembered = len(self.conv.history)
             self.turn.cancel()
             await asyncio.gather(self.turn, return_exceptions=True)
-            if withdraw and len(self.conv.history) > remembered:
-                self.conv.keep_heard(self.turn_id, "")  # drops the exchange the cancelled turn remembered
+            if withdraw and self.conv.last_turn == self.turn_id:  # it remembered what it had sent
+                self.conv.keep_heard(self.turn_id, "")  # which goes
                 try:
                     await self.service.save(self.conv)
                 except Rejected as exc:

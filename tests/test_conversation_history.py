@@ -43,3 +43,13 @@ def test_a_withdrawn_turn_cannot_cut_the_reply_before_it():
     conv.keep_heard("t3", "")  # ...withdrawn: the user had only paused
     conv.keep_heard("t3", "I think so,…")  # the page's report of the same barge-in comes after
     assert [m["content"] for m in conv.history][-1] == "Rome is the capital of Italy. It is an old city."
+
+
+def test_a_withdrawn_turn_leaves_a_full_history_too():
+    """At max_messages the history no longer grows, yet the withdrawn turn's exchange still goes."""
+    conv = Conversation(id="s1", max_messages=4)
+    for k in range(3):
+        conv.remember(f"question {k}", f"answer {k}", f"t{k}")
+    assert len(conv.history) == 4 and conv.last_turn == "t2"
+    conv.keep_heard("t2", "")
+    assert [m["content"] for m in conv.history] == ["question 1", "answer 1"]
