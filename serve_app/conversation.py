@@ -49,16 +49,18 @@ class Conversation:
             del self.history[: -self.max_messages]
             self.last_turn = turn_id
 
-    def keep_heard(self, turn_id: str, said: str) -> None:
+    def keep_heard(self, turn_id: str, said: str) -> bool:
         """The user interrupted turn `turn_id`'s playback: its reply becomes what they heard of it
-        (nothing: the exchange goes). A no-op unless that turn's exchange ends the history."""
+        (nothing: the exchange goes). A no-op unless that turn's exchange ends the history; says
+        whether the history changed."""
         if turn_id != self.last_turn or len(self.history) < 2 or self.history[-1]["role"] != "assistant":
-            return
+            return False
         if said:
             self.history[-1] = {"role": "assistant", "content": said}
         else:
             del self.history[-2:]
             self.last_turn = None
+        return True
 
     def messages(self, cfg: LlmConfig, user_text: str) -> list[Message]:
         """System prompt with the session's language, the last `history_turns` exchanges, the new

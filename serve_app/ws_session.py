@@ -298,11 +298,8 @@ class WsSession:
                 if turn_id == self.turn_id and heard <= len(self.sent):
                     await self.cancel_turn("barge_in")  # now the turn has recorded what it sent...
                     said = " ".join(self.sent[:heard]) + ("…" if cut and heard else "")
-                    self.conv.keep_heard(turn_id, said)  # ...of which this much was heard
-                    try:
-                        await self.service.save(self.conv)
-                    except Rejected as exc:
-                        await self.send(error(exc.code, exc.message))
+                    if self.conv.keep_heard(turn_id, said):  # ...of which this much was heard
+                        await self.save()
 
     async def settings(self, msg: ev.Settings) -> None:
         conv = self.conv
@@ -313,12 +310,17 @@ class WsSession:
             await self.send(error(exc.code, exc.message))
             return
         self.service.choose(conv, choice)
+        if await self.save():
+            await self.send(ev.SettingsApplied(**wanted))
+
+    async def save(self) -> bool:
+        """Store the conversation; a store that fails is the client's error event, not the session's end."""
         try:
-            await self.service.save(conv)
+            await self.service.save(self.conv)
         except Rejected as exc:
             await self.send(error(exc.code, exc.message))
-            return
-        await self.send(ev.SettingsApplied(**wanted))
+            return False
+        return True
 
     # ---- turns ---------------------------------------------------------------------------
 
@@ -371,12 +373,8 @@ class WsSession:
         if self.turn and not self.turn.done():
             self.turn.cancel()
             await asyncio.gather(self.turn, return_exceptions=True)
-            if withdraw and self.conv.last_turn == self.turn_id:  # it remembered what it had sent
-                self.conv.keep_heard(self.turn_id, "")  # which goes
-                try:
-                    await self.service.save(self.conv)
-                except Rejected as exc:
-                    await self.send(error(exc.code, exc.message))
+            if withdraw and self.conv.keep_heard(self.turn_id, ""):  # what it remembered goes
+                await self.save()
             if reason == "barge_in":
                 self.service.counts.inc("barge_in")
             if notify:

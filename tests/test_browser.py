@@ -166,7 +166,7 @@ def test_barge_in_stops_playback(page, serve_app):
     # is settled once the next transcript has come; the page's test hooks record both.
     # And part of the reply must have been heard (a barge-in during the jitter buffer keeps none).
     judged = ("(window.__bargeIns || []).find((b) => b.left > 0 && b.heard > 0 && "
-              "!(window.__merged || []).includes(b.turn) && (window.__heardAt || []).some((t) => t > b.when) && "
+              "!(b.turn in (window.__merged || {})) && (window.__heardAt || []).some((t) => t > b.when) && "
               "document.querySelector(`[data-testid=transcript] li.avatar[data-turn='${b.turn}'] p`))")
     page.wait_for_function(f"!!{judged}", timeout=150_000)
     barge = page.evaluate(judged)
@@ -179,7 +179,7 @@ def test_barge_in_stops_playback(page, serve_app):
     )
     assert late == []
     # nor of any reply withdrawn because the speaker went on (a merge), in the passes so far
-    withdrawn = page.evaluate("Object.entries(window.__mergedAt || {}).flatMap(([turn, when]) => "
+    withdrawn = page.evaluate("Object.entries(window.__merged || {}).flatMap(([turn, when]) => "
                               "window.__player.log.filter(([t, , appended]) => t === turn && appended > when))")
     assert withdrawn == []
     # the history keeps only the part of the reply that was played before the interruption

@@ -14,7 +14,7 @@ def talked() -> Conversation:
 
 def test_the_interrupted_reply_keeps_what_was_heard():
     conv = talked()
-    conv.keep_heard("t2", "Rome is the capital of Italy.…")
+    assert conv.keep_heard("t2", "Rome is the capital of Italy.…")
     assert [m["content"] for m in conv.history] == [
         "what is the capital of france", "Paris is the capital of France.",
         "and of italy", "Rome is the capital of Italy.…",
@@ -31,8 +31,8 @@ def test_a_reply_interrupted_before_any_was_heard_leaves_with_its_question():
 
 def test_an_interruption_of_another_turn_leaves_the_history_alone():
     conv = talked()
-    conv.keep_heard("t3", "")  # a turn that never remembered anything (cancelled before it spoke)
-    conv.keep_heard("t1", "Paris…")  # an older turn: its exchange is not the last
+    assert not conv.keep_heard("t3", "")  # a turn that never remembered anything (cancelled before it spoke)
+    assert not conv.keep_heard("t1", "Paris…")  # an older turn: its exchange is not the last
     assert [m["content"] for m in conv.history][-1] == "Rome is the capital of Italy. It is an old city."
     assert len(conv.history) == 4
 

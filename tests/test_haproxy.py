@@ -158,10 +158,9 @@ async def admitted_from_another_address(base: str, per_client: int) -> tuple[int
 def test_a_session_through_haproxy(jfk_bytes, tmp_path, ray_tmpdir):
     port = free_port(29_500)
     config_path, config = shipped_config_on(port, tmp_path)
-    temp_dir = ray_tmpdir
     home = tempfile.mkdtemp(prefix="hap-") + "/"  # HAProxy's files: <home><node id>/haproxy.cfg, admin.sock
     env = {
-        **local_ray_env(), "RAY_TMPDIR": temp_dir,
+        **local_ray_env(), "RAY_TMPDIR": ray_tmpdir,
         "RAY_SERVE_ENABLE_HA_PROXY": "1",  # what the cluster's nodes start Ray with
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{home}haproxy.cfg",
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{home}admin.sock",

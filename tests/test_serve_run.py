@@ -19,8 +19,7 @@ def test_serve_run_holds_a_turn(jfk_bytes, tmp_path, ray_tmpdir):
     config_path, _ = shipped_config_on(port, tmp_path)
     serve = Path(sys.executable).with_name("serve")
     log = (tmp_path / "serve.log").open("w")
-    temp_dir = ray_tmpdir
-    env = {**local_ray_env(), "RAY_TMPDIR": temp_dir}
+    env = {**local_ray_env(), "RAY_TMPDIR": ray_tmpdir}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [str(serve), "run", "--address", "local", str(config_path)], cwd=ROOT, env=env, stdout=log,
@@ -36,4 +35,4 @@ def test_serve_run_holds_a_turn(jfk_bytes, tmp_path, ray_tmpdir):
     finally:
         stop_serve_run(proc)
     log.close()
-    assert Path(temp_dir, "ray").is_dir(), "serve run's Ray used its own temp dir"
+    assert Path(ray_tmpdir, "ray").is_dir(), "serve run's Ray used its own temp dir"

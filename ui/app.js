@@ -178,7 +178,7 @@ function handle(ev, expectBytes) {
     case "cancelled":
       state.thinking = false;
       if (ev.merged) {  // the next transcript repeats these words with the rest
-        (window.__merged ??= []).push(state.turnId); (window.__mergedAt ??= {})[state.turnId] = performance.now();  // for tests
+        (window.__merged ??= {})[state.turnId] = performance.now();  // for tests: which turn, when
         state.stoppedTurn = state.turnId;  // the withdrawn reply never plays, nor its fragments in flight
         if (player?.speechAhead) player.stop();
         dropLastTurn();
