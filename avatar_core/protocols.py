@@ -63,7 +63,9 @@ class Backend(ABC):
 
 class AsrBackend(Backend):
     @abstractmethod
-    async def transcribe(self, pcm_16k: np.ndarray, language: str) -> str: ...
+    async def transcribe(self, pcm_16k: np.ndarray, language: str, context: str = "") -> str:
+        """The words in the speech. `context`: the exchange just before (the user's words and the
+        avatar's reply), which a backend that can takes as a hint; the others ignore it."""
 
 
 class ChatBackend(Backend):

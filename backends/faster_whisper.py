@@ -96,6 +96,16 @@ class FasterWhisper(AsrBackend):
         initial_prompt: str | None = Field(
             None, description="text the decoder sees before the speech (style, words to expect); None: nothing",
         )
+        repetition_penalty: float = Field(
+            1.0, ge=1.0, description="how much less likely a token already said is chosen (1: as likely). 1.1: "
+            "tiny.en no longer says a short utterance two or three times over ('Goodbye. Goodbye. Goodbye.', "
+            "seconds of decoding), which a prompt made more likely (docs/backends.md, 'Hearing in context')",
+        )
+        context: bool = Field(
+            False, description="the decoder also sees the exchange before (the user's last words and the "
+            "avatar's reply) as Whisper's prompt, after initial_prompt, so a follow-up is heard in its light "
+            "('And what about Spain?' after the capital of France; docs/backends.md, 'Hearing in context')",
+        )
 
     max_concurrency: ClassVar[int] = 1  # one decoder; more requests only split the same cores
 
@@ -130,23 +140,32 @@ class FasterWhisper(AsrBackend):
         name = EMBEDDED if model == "embedded" else model
         return str(MODELS[name][1]()) if name in MODELS else model
 
-    def _transcribe(self, pcm: np.ndarray, language: str, vad_filter: bool, gate: bool = True, **options) -> str:
+    def prompt(self, context: str) -> str | None:
+        """Whisper's prompt: initial_prompt, then the context if `context` is on (faster-whisper keeps
+        the last 223 tokens of it)."""
+        parts = [self.cfg.initial_prompt, context.strip() if self.cfg.context else ""]
+        return " ".join(p for p in parts if p) or None
+
+    def _transcribe(self, pcm: np.ndarray, language: str, vad_filter: bool, gate: bool = True, context: str = "",
+                    **options) -> str:
         if not vad_filter and gate and not _speech_in(pcm):
             return ""  # Whisper hears "you" in seconds of silence
+        prompt = self.prompt(context)
         segments, _ = self.model.transcribe(
             pcm,
             language=language,
             beam_size=self.cfg.beam_size,
+            repetition_penalty=self.cfg.repetition_penalty,
             vad_filter=vad_filter,
             condition_on_previous_text=False,
-            **({"initial_prompt": self.cfg.initial_prompt} if self.cfg.initial_prompt else {}),
+            **({"initial_prompt": prompt} if prompt else {}),
             **options,  # benchmarks/asr_models.py tries initial_prompt and hotwords: neither helped
         )
         text = " ".join(s.text.strip() for s in segments).strip()  # the generator runs the decoder
         return text if any(c.isalnum() for c in text) else ""  # silence can come out as "."
 
-    async def transcribe(self, pcm_16k: np.ndarray, language: str) -> str:
-        return await run_in_thread(self._transcribe, pcm_16k, language, self.cfg.vad_filter)
+    async def transcribe(self, pcm_16k: np.ndarray, language: str, context: str = "") -> str:
+        return await run_in_thread(self._transcribe, pcm_16k, language, self.cfg.vad_filter, True, context)
 
     async def probe(self) -> None:
         """Decode one second of noise without the VAD (which would drop it before the model), and

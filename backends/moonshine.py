@@ -129,7 +129,7 @@ class Moonshine(AsrBackend):
         ids = [t for t in self._decode(speech) if END < t < len(self.tokens)]  # no <unk>, nothing past the vocabulary
         return b"".join(self.tokens[t] for t in ids).decode("utf-8", "replace").replace(SPACE, " ").strip()
 
-    async def transcribe(self, pcm_16k: np.ndarray, language: str) -> str:
+    async def transcribe(self, pcm_16k: np.ndarray, language: str, context: str = "") -> str:
         return await run_in_thread(self._transcribe, pcm_16k, self.cfg.vad_filter)
 
     async def probe(self) -> None:

@@ -43,7 +43,7 @@ class ToyAsr(_Toy, AsrBackend):
         backend: Literal["toy"] = "toy"
         text: str = JFK_WORDS
 
-    async def transcribe(self, pcm_16k: np.ndarray, language: str) -> str:
+    async def transcribe(self, pcm_16k: np.ndarray, language: str, context: str = "") -> str:
         return self.cfg.text
 
 

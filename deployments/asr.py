@@ -1,4 +1,4 @@
-"""ASR stage: 16 kHz mono PCM and the session's language in, the user's words out."""
+"""ASR stage: 16 kHz mono PCM, the session's language and the exchange before in, the user's words out."""
 
 import numpy as np
 from ray import serve
@@ -10,6 +10,6 @@ from deployments.stage import Stage
 class ASR(Stage):
     stage = "asr"
 
-    async def transcribe(self, pcm: np.ndarray, language: str = "en") -> str:
+    async def transcribe(self, pcm: np.ndarray, language: str = "en", context: str = "") -> str:
         with self.counters.track(language=language):
-            return await self.backend.transcribe(pcm, language)
+            return await self.backend.transcribe(pcm, language, context)

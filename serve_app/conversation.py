@@ -49,6 +49,10 @@ class Conversation:
             del self.history[: -self.max_messages]
             self.last_turn = turn_id
 
+    def last_exchange(self) -> str:
+        """The user's last words and the reply they heard: the context ASR hears the next words in."""
+        return " ".join(m["content"] for m in self.history[-2:])
+
     def keep_heard(self, turn_id: str, said: str) -> bool:
         """The user interrupted turn `turn_id`'s playback: its reply becomes what they heard of it
         (nothing: the exchange goes). A no-op unless that turn's exchange ends the history; says
