@@ -165,7 +165,7 @@ class FasterWhisper(AsrBackend):
         return text if any(c.isalnum() for c in text) else ""  # silence can come out as "."
 
     async def transcribe(self, pcm_16k: np.ndarray, language: str, context: str = "") -> str:
-        return await run_in_thread(self._transcribe, pcm_16k, language, self.cfg.vad_filter, True, context)
+        return await run_in_thread(lambda: self._transcribe(pcm_16k, language, self.cfg.vad_filter, context=context))
 
     async def probe(self) -> None:
         """Decode one second of noise without the VAD (which would drop it before the model), and
