@@ -80,6 +80,11 @@ class LlamaCpp(ChatBackend):
             "otherwise opens small talk with 'I'm sorry for your loss, but as a virtual assistant...' (docs/"
             "backends.md, LLM); a spelling of several tokens is left alone, since its first token begins other words",
         )
+        no_echo_tokens: int = Field(
+            3, ge=0, description="a reply never opens with the user's first this many tokens (the last of them is "
+            "lowered by 100 once the others are said): SmolLM2-135M otherwise parrots remarks ('It is my birthday "
+            "today.' answered 'It is my birthday today.'; docs/backends.md, LLM); 0: off",
+        )
         spin_wait: bool = Field(
             False, description="let llama.cpp's OpenMP threads spin at each barrier (OMP_WAIT_POLICY=ACTIVE) "
             "instead of sleeping: on cores the other stages share, a thread spinning for a descheduled partner "
@@ -147,6 +152,27 @@ class LlamaCpp(ChatBackend):
         lower.ids = ids
         return LogitsProcessorList([lower])
 
+    def _processors(self, messages: list[Message]):
+        """`avoid_words`, and for this prompt the echo guard: the reply's first `no_echo_tokens` tokens
+        may not be the user's first ones (the last token of that opening is lowered by 100)."""
+        from llama_cpp import LogitsProcessorList
+
+        n = self.cfg.no_echo_tokens
+        user = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else ""
+        opening = self.llm.tokenize(user.encode("utf-8"), add_bos=False, special=False)[:n] if n else []
+        if not n or len(opening) < n:
+            return self._avoid
+        start: list[int] = []
+
+        def no_echo(input_ids, scores):
+            if not start:
+                start.append(len(input_ids))  # the prompt's length: what follows is the reply
+            if len(input_ids) - start[0] == n - 1 and list(input_ids[start[0]:]) == opening[:-1]:
+                scores[opening[-1]] -= 100.0
+            return scores
+
+        return LogitsProcessorList([*(self._avoid or []), no_echo])
+
     def _tokens(self, messages: list[Message]) -> list[int]:
         result = self._formatter(messages=messages)
         return self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
@@ -204,7 +230,7 @@ class LlamaCpp(ChatBackend):
             max_tokens=max_tokens,
             temperature=temperature,
             repeat_penalty=self.cfg.repeat_penalty,
-            logits_processor=self._avoid,
+            logits_processor=self._processors(messages),
         )
         for chunk in chunks:
             delta = chunk["choices"][0]["delta"].get("content")

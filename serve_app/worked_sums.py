@@ -2,8 +2,8 @@
 
 Small models cannot add: given "What is ten minus three?" as text, SmolLM2-135M answered "Ten minus
 three is a mix of two and one" and got 2 of 8 sums in the conversation set right. A calculator's
-line beside the question ("(Calculator: 10 minus 3 is 7.)") is what a tool call would return, and
-the model only has to say it. Only the user's words are read (English operators, numbers spoken or
+line beside the question ("Calculator: 10 minus 3 is 7.") is what a tool call would return, and
+the model only has to say it (in parentheses, SmolLM2 answered "2 + 3 = 5" beside "2 plus 2 is 4"). Only the user's words are read (English operators, numbers spoken or
 in digits, through text2num); anything else gets no line. "That" or "it" is the answer to the sum
 the user asked just before ("Now add three to that."), which the model cannot carry either
 ("Three plus two is six").
@@ -50,6 +50,7 @@ def _num(x: float) -> str:
 def work(text: str, last: float | None = None) -> Worked | None:
     """The sum `text` asks, worked out; `last`: the answer "that" refers to. None: no sum."""
     digits = alpha2digit(text, "en", threshold=0)  # every number, even an isolated "two"
+    digits = re.sub(r"(\d)-(?=[a-z])", r"\1 ", digits, flags=re.I)  # ASR's "20-plus 30"
     if last is not None:
         digits = _THAT.sub(_num(last), digits)
     for verb, as_operator in _VERBS:
@@ -88,4 +89,4 @@ def with_worked_sum(text: str, earlier: Iterable[str] = ()) -> str:
     """The user's words, and the calculator's line where they ask a sum; `earlier`: what the user
     said before, oldest first, for "that"."""
     line = worked_sum(text, last_answer(earlier))
-    return f"{text}\n(Calculator: {line}.)" if line else text
+    return f"{text}\nCalculator: {line}." if line else text

@@ -2,6 +2,7 @@
 written numbers, the messages a turn builds, and the embedded model saying the worked answer."""
 
 import asyncio
+import re
 
 import pytest
 
@@ -21,10 +22,11 @@ from serve_app.worked_sums import last_answer, with_worked_sum, worked_sum
     ("What is 3.5 times 2?", "3.5 times 2 is 7"),
     ("What is half of ten?", "half of 10 is 5"),
     ("What is three minus five?", "3 minus 5 is -2"),
+    ("How much is 20-plus 30?", "20 plus 30 is 50"),  # as tiny.en writes it at times
 ])
 def test_a_spoken_sum_is_worked_out(said, line):
     assert worked_sum(said) == line
-    assert with_worked_sum(said) == f"{said}\n(Calculator: {line}.)"
+    assert with_worked_sum(said) == f"{said}\nCalculator: {line}."
 
 
 @pytest.mark.parametrize("said", [
@@ -59,27 +61,28 @@ def test_the_model_gets_the_line_and_the_history_keeps_the_words():
     conv = Conversation(id="c")
     conv.remember("What is nine minus four?", "Nine minus four is five.")
     messages = conv.messages(LlmConfig(backend="llama-cpp"), "And five plus six?")
-    assert messages[-1]["content"] == "And five plus six?\n(Calculator: 5 plus 6 is 11.)"
+    assert messages[-1]["content"] == "And five plus six?\nCalculator: 5 plus 6 is 11."
     assert messages[1]["content"] == "What is nine minus four?"  # earlier turns as they were said
     assert conv.messages(LlmConfig(backend="llama-cpp", worked_sums=False), "And five plus six?")[-1]["content"] == "And five plus six?"
     conv.remember("And five plus six?", "Five plus six is eleven.")
     assert conv.messages(LlmConfig(backend="llama-cpp"), "Add one to that.")[-1]["content"] == (
-        "Add one to that.\n(Calculator: 11 plus 1 is 12.)"  # "that": the sum asked just before
+        "Add one to that.\nCalculator: 11 plus 1 is 12."  # "that": the sum asked just before
     )
     conv.language = "de"  # the operators read are English ones
     assert conv.messages(LlmConfig(backend="llama-cpp"), "And five plus six?")[-1]["content"] == "And five plus six?"
 
 
-def test_the_embedded_model_says_the_worked_answer():
+@pytest.mark.parametrize("said, answer", [("What is nine minus four?", r"\b(5|five)\b"), ("What is 2 plus 2?", r"\b(4|four)\b")])
+def test_the_embedded_model_says_the_worked_answer(said, answer):
     """SmolLM2-135M, greedy, on the shipped prompt: without the line it answers "nine minus four
-    is nine"; with it, five."""
+    is nine"; with the line in parentheses, "2 + 3 = 5"; with it as written now, both right."""
     pytest.importorskip("llama_cpp")
     from backends.llama_cpp import LlamaCpp
 
     llm = LlamaCpp(LlamaCpp.Config())
 
     def reply(cfg: LlmConfig) -> str:
-        messages = Conversation(id="c").messages(cfg, "What is nine minus four?")
+        messages = Conversation(id="c").messages(cfg, said)
 
         async def run():
             return "".join([d async for d in llm.chat(messages, 40, 0.0)])
@@ -87,5 +90,5 @@ def test_the_embedded_model_says_the_worked_answer():
         return asyncio.run(run()).lower()
 
     with_line, without = reply(LlmConfig(backend="llama-cpp")), reply(LlmConfig(backend="llama-cpp", worked_sums=False))
-    assert "5" in with_line or "five" in with_line, with_line
+    assert re.search(answer, with_line), with_line
     assert with_line != without
