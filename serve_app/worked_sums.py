@@ -3,8 +3,9 @@
 Small models cannot add: given "What is ten minus three?" as text, SmolLM2-135M answered "Ten minus
 three is a mix of two and one" and got 2 of 8 sums in the conversation set right. A calculator's
 line beside the question ("Calculator: 10 minus 3 is 7.") is what a tool call would return, and
-the model only has to say it (in parentheses, SmolLM2 answered "2 + 3 = 5" beside "2 plus 2 is 4"). Only the user's words are read (English operators, numbers spoken or
-in digits, through text2num); anything else gets no line. "That" or "it" is the answer to the sum
+the model only has to say it (with the line in parentheses, SmolLM2 answered "2 + 3 = 5" beside
+"2 plus 2 is 4"). Only the user's words are read (English operators, numbers spoken or in digits,
+through text2num); anything else gets no line. "That" or "it" is the answer to the sum
 the user asked just before ("Now add three to that."), which the model cannot carry either
 ("Three plus two is six").
 """

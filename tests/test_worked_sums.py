@@ -72,7 +72,10 @@ def test_the_model_gets_the_line_and_the_history_keeps_the_words():
     assert conv.messages(LlmConfig(backend="llama-cpp"), "And five plus six?")[-1]["content"] == "And five plus six?"
 
 
-@pytest.mark.parametrize("said, answer", [("What is nine minus four?", r"\b(5|five)\b"), ("What is 2 plus 2?", r"\b(4|four)\b")])
+@pytest.mark.parametrize("said, answer", [
+    ("What is nine minus four?", r"\b(5|five)\b"),
+    ("What is 2 plus 2?", r"\b(4|four)\b"),  # as tiny.en hears it
+])
 def test_the_embedded_model_says_the_worked_answer(said, answer):
     """SmolLM2-135M, greedy, on the shipped prompt: without the line it answers "nine minus four
     is nine"; with the line in parentheses, "2 + 3 = 5"; with it as written now, both right."""
