@@ -64,8 +64,8 @@ class Backend(ABC):
 class AsrBackend(Backend):
     @abstractmethod
     async def transcribe(self, pcm_16k: np.ndarray, language: str, context: str = "") -> str:
-        """The words in the speech. `context`: the exchange just before (the user's words and the
-        avatar's reply), which a backend that can takes as a hint; the others ignore it."""
+        """The words in the speech. `context`: the avatar's reply just before, which a backend that
+        can takes as a hint; the others ignore it."""
 
 
 class ChatBackend(Backend):

@@ -102,9 +102,9 @@ class FasterWhisper(AsrBackend):
             "seconds of decoding), which a prompt made more likely (docs/backends.md, 'Hearing in context')",
         )
         context: bool = Field(
-            False, description="the decoder also sees the exchange before (the user's last words and the "
-            "avatar's reply) as Whisper's prompt, after initial_prompt, so a follow-up is heard in its light "
-            "('And what about Spain?' after the capital of France; docs/backends.md, 'Hearing in context')",
+            False, description="the decoder also sees the avatar's last reply as Whisper's prompt, after "
+            "initial_prompt, so a follow-up is heard in its light ('And what about Spain?' after 'The capital of "
+            "France is Paris.'; docs/backends.md, 'Hearing in context')",
         )
 
     max_concurrency: ClassVar[int] = 1  # one decoder; more requests only split the same cores

@@ -91,9 +91,9 @@ def load_items(path: Path = SET) -> list[Item]:
             for r in raw]
 
 
-def last_exchange(item: Item) -> str:
-    """The exchange before the item, the context ASR hears it in (`Conversation.last_exchange`)."""
-    return " ".join(item.history[-1]) if item.history else ""
+def last_reply(item: Item) -> str:
+    """The reply before the item, the context ASR hears it in (`Conversation.last_reply`)."""
+    return item.history[-1][1] if item.history else ""
 
 
 JFK_ITEM = Item(id="jfk", kind="real speech", say=JFK_TEXT, expect=None)
@@ -337,7 +337,7 @@ async def end_of_turn_records(clips: list[Clip], cfg, asr) -> tuple[list[PauseRe
                 calls["pauses"] += len(found)
             for pause, silence in found:
                 t = time.perf_counter()
-                heard = await asr.transcribe(pause.pcm, "en", last_exchange(clip.item))
+                heard = await asr.transcribe(pause.pcm, "en", last_reply(clip.item))
                 records.append(PauseRecord(i, ask_s, pause.p_complete, heard, time.perf_counter() - t,
                                            final=silence == float("inf"), silence_s=silence))
     return records, calls
@@ -518,7 +518,7 @@ async def run(args) -> dict:
     rows = []
     for clip in clips:
         t = time.perf_counter()
-        heard = await stages["asr"].transcribe(clip.pcm, "en", last_exchange(clip.item))
+        heard = await stages["asr"].transcribe(clip.pcm, "en", last_reply(clip.item))
         errors, n = wer_counts(clip.item.say, heard)
         rows.append({"item": clip.item.id, "kind": clip.item.kind, "voice": clip.voice, "said": clip.item.say,
                      "heard": heard, "errors": errors, "words": n, "asr_s": time.perf_counter() - t})

@@ -49,9 +49,11 @@ class Conversation:
             del self.history[: -self.max_messages]
             self.last_turn = turn_id
 
-    def last_exchange(self) -> str:
-        """The user's last words and the reply they heard: the context ASR hears the next words in."""
-        return " ".join(m["content"] for m in self.history[-2:])
+    def last_reply(self) -> str:
+        """The reply the user last heard (what a barge-in left of it): the context ASR hears their next
+        words in. Not their own last words: Whisper copies its prompt, so a user who repeats what was
+        misheard would be misheard the same way again."""
+        return self.history[-1]["content"] if self.history and self.history[-1]["role"] == "assistant" else ""
 
     def keep_heard(self, turn_id: str, said: str) -> bool:
         """The user interrupted turn `turn_id`'s playback: its reply becomes what they heard of it

@@ -262,7 +262,7 @@ class Turn:
                 self.timings.set("asr", time.perf_counter() - started)  # the wait: ASR began at the pause
                 self.timings.span("asr", started, reused=True)
                 return text
-        request = self.stages.asr.transcribe.remote(self.pcm, self.conv.language, self.conv.last_exchange())
+        request = self.stages.asr.transcribe.remote(self.pcm, self.conv.language, self.conv.last_reply())
         text = await call_stage("asr", request, self.timeout_s)
         self.timings.set("asr", time.perf_counter() - started)
         self.timings.span("asr", started)

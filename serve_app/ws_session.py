@@ -204,7 +204,7 @@ class WsSession:
     def transcribe(self, key: int, pcm: np.ndarray) -> None:
         """ASR of the speech so far, at a pause, while the user may go on. With `words`, the decision
         waits for it, and so does the PCM that arrives meanwhile (`held`)."""
-        request = self.service.stages.asr.transcribe.remote(pcm, self.conv.language, self.conv.last_exchange())
+        request = self.service.stages.asr.transcribe.remote(pcm, self.conv.language, self.conv.last_reply())
         task = self.heard[key] = asyncio.create_task(call_stage("asr", request, self.cfg.limits.stage_timeout_s))
         if self.cfg.endpointing.words:
             self.held, self.foreseeing = [], None
