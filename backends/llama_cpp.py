@@ -159,15 +159,15 @@ class LlamaCpp(ChatBackend):
 
         n = self.cfg.no_echo_tokens
         user = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else ""
-        opening = self.llm.tokenize(user.encode("utf-8"), add_bos=False, special=False)[:n] if n else []
+        opening = self.llm.tokenize(user.encode("utf-8"), add_bos=False, special=False)[:n]
         if not n or len(opening) < n:
             return self._avoid
-        start: list[int] = []
+        prompt_n = None  # the prompt's length, from the first call: what follows it is the reply
 
         def no_echo(input_ids, scores):
-            if not start:
-                start.append(len(input_ids))  # the prompt's length: what follows is the reply
-            if len(input_ids) - start[0] == n - 1 and list(input_ids[start[0]:]) == opening[:-1]:
+            nonlocal prompt_n
+            prompt_n = len(input_ids) if prompt_n is None else prompt_n
+            if len(input_ids) - prompt_n == n - 1 and list(input_ids[prompt_n:]) == opening[:-1]:
                 scores[opening[-1]] -= 100.0
             return scores
 
